@@ -1,0 +1,38 @@
+# Every target installs what it needs into .venv first.
+#   TORCH: the torch requirement installed before everything else. The default, torch==2.13.0,
+#   is a CPU build on machines that carry it locally; GPU users install their own torch into
+#   .venv first (or run `make install TORCH=`), and it is kept.
+PYTHON ?= python3
+VENV ?= .venv
+TORCH ?= torch==2.13.0
+BIN = $(VENV)/bin
+STAMP = $(VENV)/.score-installed
+
+.PHONY: install test lint demo repro bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -c "import torch" 2>/dev/null || [ -z "$(TORCH)" ] || $(BIN)/python -m pip install -q "$(TORCH)"
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+test: install
+	$(BIN)/python -m pytest tests
+
+lint: install
+	$(BIN)/ruff check score_cli tests benchmarks
+
+demo: install
+	$(BIN)/python -m score_cli demo
+
+repro: install
+	$(BIN)/python -m score_cli repro
+
+bench: install
+	$(BIN)/python benchmarks/run_all.py
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

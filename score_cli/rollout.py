@@ -1,0 +1,264 @@
+"""The multi-attempt rollout shared by evaluation and training.
+
+Attempt 1 is generated from the task prompt. Attempt k+1's input is built by token
+concatenation, never by re-rendering the conversation (a chat template may render earlier turns
+differently the second time):
+
+    x_{k+1} = x_k + y_k (+ EOS if y_k was cut off) + [user turn: instruction] + [generation prompt]
+
+`score eval` and the trainers both call `run_attempts`; only the `Generator` differs (batched
+transformers generation here, TRL's generation backend - transformers or vLLM - in training).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import torch
+
+from score_cli.tasks import Problem, Task
+
+# Turn index given to completion tokens that the model did not write (instruction, appended EOS).
+NOT_GENERATED = -1
+
+
+# ---------------------------------------------------------------------------------------------
+# Token-level construction of each attempt's input
+# ---------------------------------------------------------------------------------------------
+
+
+def has_chat_template(tokenizer) -> bool:
+    return getattr(tokenizer, "chat_template", None) is not None
+
+
+def first_attempt_ids(tokenizer, task: Task, problem: Problem) -> list[int]:
+    """Attempt 1's input: the task prompt in the tokenizer's chat template, or plain text."""
+    if has_chat_template(tokenizer):
+        ids = tokenizer.apply_chat_template(
+            task.messages(problem), add_generation_prompt=True, tokenize=True, return_dict=False
+        )
+        return list(ids["input_ids"] if isinstance(ids, dict) else ids)
+    return list(tokenizer(task.plain_prompt(problem))["input_ids"])
+
+
+def instruction_ids(tokenizer, instruction: str) -> list[int]:
+    """The tokens that follow a finished attempt: a user turn holding `instruction`, then the
+    generation prompt for the next assistant turn.
+
+    With a chat template, this is the suffix of a rendered dummy conversation after the end of the
+    assistant's turn (its EOS token), so it matches what the template itself would render there.
+    """
+    if not has_chat_template(tokenizer):
+        return list(tokenizer(f"\n\n{instruction}\n\n", add_special_tokens=False)["input_ids"])
+    history = [{"role": "user", "content": "Q"}, {"role": "assistant", "content": "A"}]
+    prefix = _ids(tokenizer.apply_chat_template(history, tokenize=True, return_dict=False))
+    full = _ids(
+        tokenizer.apply_chat_template(
+            [*history, {"role": "user", "content": instruction}],
+            add_generation_prompt=True,
+            tokenize=True,
+            return_dict=False,
+        )
+    )
+    # Cut right after the assistant's end-of-turn token: some templates add "\n" after it, and
+    # that newline belongs to the instruction turn, since the model stops at the EOS.
+    eos_at = [i for i, t in enumerate(prefix) if t == end_of_turn_id(tokenizer)]
+    if eos_at:
+        prefix = prefix[: eos_at[-1] + 1]
+    if full[: len(prefix)] != prefix:
+        raise ValueError("chat template renders earlier turns differently when a user turn follows")
+    return full[len(prefix) :]
+
+
+def _ids(x) -> list[int]:
+    return list(x["input_ids"] if isinstance(x, dict) else x)
+
+
+def end_of_turn_id(tokenizer) -> int:
+    """The token an attempt ends with: the tokenizer's EOS (chat models set it to end-of-turn)."""
+    if tokenizer.eos_token_id is None:
+        raise ValueError("the tokenizer has no eos_token: set one so attempts can end")
+    return int(tokenizer.eos_token_id)
+
+
+def next_attempt_input(
+    prev_input: Sequence[int], prev_output: Sequence[int], *, eos_id: int, instruction: Sequence[int]
+) -> list[int]:
+    """x_{k+1} = x_k + y_k (+ EOS where y_k was cut off) + instruction turn."""
+    closed = list(prev_output) if prev_output and prev_output[-1] == eos_id else [*prev_output, eos_id]
+    return [*prev_input, *closed, *instruction]
+
+
+# ---------------------------------------------------------------------------------------------
+# Running the attempts
+# ---------------------------------------------------------------------------------------------
+
+
+class Generator(Protocol):
+    """Generates one completion per input; `group_size` consecutive inputs share a prompt."""
+
+    def __call__(
+        self, inputs: list[list[int]], *, group_size: int = 1
+    ) -> tuple[list[list[int]], list[list[float]] | None]: ...
+
+
+@dataclass
+class Rollout:
+    """All attempts at one problem: `inputs[k]` was given to the model, `outputs[k]` came back."""
+
+    inputs: list[list[int]] = field(default_factory=list)
+    outputs: list[list[int]] = field(default_factory=list)
+    logprobs: list[list[float]] | None = None
+
+    def completion(self, eos_id: int, instruction: Sequence[int]) -> tuple[list[int], list[int], list[float]]:
+        """The whole rollout after the prompt as one sequence for training: y1 (+EOS) + p + y2 ...
+
+        Returns the token ids, each token's attempt index (0, 1, ...; NOT_GENERATED for the
+        instruction and for EOS tokens that were appended, not sampled) and the sampling
+        log-probs (0.0 where not generated, or where the generator reported none).
+        """
+        ids: list[int] = []
+        turn: list[int] = []
+        logps: list[float] = []
+        last = len(self.outputs) - 1
+        for k, out in enumerate(self.outputs):
+            lp = self.logprobs[k] if self.logprobs is not None else [0.0] * len(out)
+            ids += out
+            turn += [k] * len(out)
+            logps += list(lp)
+            if k < last:
+                if not out or out[-1] != eos_id:
+                    ids.append(eos_id)
+                    turn.append(NOT_GENERATED)
+                    logps.append(0.0)
+                ids += instruction
+                turn += [NOT_GENERATED] * len(instruction)
+                logps += [0.0] * len(instruction)
+        return ids, turn, logps
+
+
+def run_attempts(
+    generate: Generator,
+    first_inputs: Sequence[Sequence[int]],
+    *,
+    turns: int,
+    instruction: Sequence[int],
+    eos_id: int,
+    group_size: int = 1,
+    on_attempt: Callable[[int, list[list[int]]], None] | None = None,
+) -> list[Rollout]:
+    """Generate `turns` attempts for each input; attempt k+1 sees attempts 1..k and the instruction."""
+    if turns < 1:
+        raise ValueError("turns must be at least 1")
+    rollouts = [Rollout(inputs=[list(x)]) for x in first_inputs]
+    track_logprobs = True
+    for k in range(turns):
+        inputs = [r.inputs[k] for r in rollouts]
+        outputs, logprobs = generate(inputs, group_size=group_size if k == 0 else 1)
+        track_logprobs = track_logprobs and logprobs is not None
+        for i, r in enumerate(rollouts):
+            r.outputs.append(list(outputs[i]))
+            if track_logprobs:
+                r.logprobs = (r.logprobs or []) + [list(logprobs[i])]
+            if k + 1 < turns:
+                r.inputs.append(next_attempt_input(r.inputs[k], outputs[i], eos_id=eos_id, instruction=instruction))
+        if on_attempt is not None:
+            on_attempt(k, outputs)
+    if not track_logprobs:
+        for r in rollouts:
+            r.logprobs = None
+    return rollouts
+
+
+# ---------------------------------------------------------------------------------------------
+# Batched transformers generation (evaluation)
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Decoding:
+    """Decoding settings; greedy (temperature 0) by default, as in the paper's evaluation."""
+
+    max_new_tokens: int = 1024
+    temperature: float = 0.0
+    top_p: float = 1.0
+    batch_size: int = 32
+    seed: int = 0
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature <= 0.0
+
+
+class HFGenerator:
+    """Left-padded batched `model.generate`, longest inputs first to waste little padding.
+
+    `on_batch(n_sequences, n_new_tokens)` is called after every batch (for progress bars).
+    """
+
+    def __init__(self, model, tokenizer, decoding: Decoding, on_batch: Callable[[int, int], None] | None = None):
+        self.model = model
+        self.decoding = decoding
+        self.on_batch = on_batch
+        self.eos_ids = _eos_ids(model, tokenizer)
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos_ids[0]
+        self.generated_tokens = 0
+        self.generate_seconds = 0.0
+
+    def __call__(self, inputs: list[list[int]], *, group_size: int = 1):
+        d = self.decoding
+        order = sorted(range(len(inputs)), key=lambda i: -len(inputs[i]))
+        outputs: list[list[int]] = [[] for _ in inputs]
+        device = self.model.device
+        eos = torch.tensor(self.eos_ids, device=device)
+        for start in range(0, len(order), d.batch_size):
+            idx = order[start : start + d.batch_size]
+            width = max(len(inputs[i]) for i in idx)
+            ids = torch.full((len(idx), width), self.pad_id, dtype=torch.long)
+            mask = torch.zeros((len(idx), width), dtype=torch.long)
+            for row, i in enumerate(idx):
+                ids[row, width - len(inputs[i]) :] = torch.tensor(inputs[i])
+                mask[row, width - len(inputs[i]) :] = 1
+            t0 = time.perf_counter()
+            with torch.inference_mode():
+                out = self.model.generate(
+                    input_ids=ids.to(device),
+                    attention_mask=mask.to(device),
+                    **generate_kwargs(d, self.eos_ids, self.pad_id),
+                )
+            new = out[:, width:]
+            # Keep everything up to and including the first EOS; drop what follows (padding).
+            is_eos = torch.isin(new, eos)
+            lengths = torch.where(is_eos.any(1), is_eos.int().argmax(1) + 1, new.size(1)).tolist()
+            new = new.cpu().tolist()
+            self.generate_seconds += time.perf_counter() - t0
+            n_tokens = 0
+            for row, i in enumerate(idx):
+                outputs[i] = new[row][: lengths[row]]
+                n_tokens += lengths[row]
+            self.generated_tokens += n_tokens
+            if self.on_batch is not None:
+                self.on_batch(len(idx), n_tokens)
+        return outputs, None
+
+
+def generate_kwargs(d: Decoding, eos_ids: list[int], pad_id: int) -> dict[str, Any]:
+    """The `model.generate` keyword arguments for a `Decoding` (shared with the throughput bench)."""
+    kw: dict[str, Any] = {"max_new_tokens": d.max_new_tokens, "eos_token_id": eos_ids, "pad_token_id": pad_id}
+    if d.greedy:
+        kw.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+    else:
+        kw.update(do_sample=True, temperature=d.temperature, top_p=d.top_p, top_k=0)
+    return kw
+
+
+def _eos_ids(model, tokenizer) -> list[int]:
+    ids = [end_of_turn_id(tokenizer)]
+    extra = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    for t in extra if isinstance(extra, list) else [extra]:
+        if t is not None and t not in ids:
+            ids.append(int(t))
+    return ids

@@ -1,0 +1,254 @@
+"""Tasks: the problems, the attempt-1 prompt, the self-correction instruction and answer checking.
+
+A `Task` knows everything domain-specific (math, code, the toy world); the rollout, trainers and
+metrics only see token ids, texts and `Grade`s. Benchmarks are loaded by `load_task`, which turns
+every user mistake (unknown benchmark, missing file or field, empty data) into a one-line
+`ScoreError`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from score_cli.errors import ScoreError
+
+# Verbatim from the paper's appendix (see SCORE_PAPER.md).
+MATH_PROMPT = (
+    "You are a math expert. When you respond, respond only with the Solution of the final Problem, "
+    "thinking step by step. At the end of the Solution, when you give your final answer, write it in "
+    'the form "Final Answer: The final answer is $answer$. I hope it is correct."'
+)
+MATH_INSTRUCTION = (
+    "There might be an error in the solution above because of lack of understanding of the question. "
+    "Please correct the error, if any, and rewrite the solution. Only output the final solution! At the "
+    "end of the Solution, when you give your final answer, write it in the form "
+    '"Final Answer: The final answer is $answer$. I hope it is correct."'
+)
+CODE_INSTRUCTION = (
+    "There might be an error in the code above because of lack of understanding of the question. "
+    "Please correct the error, if any, and rewrite the solution. Only output the final correct Python "
+    "program!"
+)
+
+
+@dataclass
+class Problem:
+    """One problem: `answer` is the gold final answer (math) or the test program (code)."""
+
+    id: str
+    question: str
+    answer: str
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Grade:
+    """What answer checking made of one attempt: the extracted final answer and whether it is right."""
+
+    answer: str | None
+    correct: bool
+
+
+class Task:
+    """A domain: how to prompt attempt 1, which instruction asks for attempt 2, how to grade."""
+
+    name: str = "task"
+    instruction: str = MATH_INSTRUCTION
+
+    def messages(self, problem: Problem) -> list[dict[str, str]]:
+        """The attempt-1 conversation (rendered with the tokenizer's chat template where it has one)."""
+        return [{"role": "user", "content": problem.question}]
+
+    def plain_prompt(self, problem: Problem) -> str:
+        """The attempt-1 prompt as plain text, for tokenizers without a chat template."""
+        return "\n\n".join(m["content"] for m in self.messages(problem)) + "\n\n"
+
+    def grade(self, problems: Sequence[Problem], outputs: Sequence[str]) -> list[Grade]:
+        raise NotImplementedError
+
+
+class MathTask(Task):
+    """Math with a final answer, checked by `math_grader` (MATH, GSM8K, CHAMP, local files)."""
+
+    name = "math"
+    instruction = MATH_INSTRUCTION
+
+    def __init__(self, prompt: str = MATH_PROMPT):
+        self.prompt = prompt
+
+    def messages(self, problem: Problem) -> list[dict[str, str]]:
+        return [{"role": "user", "content": f"{self.prompt}\n\nProblem:\n{problem.question}"}]
+
+    def grade(self, problems: Sequence[Problem], outputs: Sequence[str]) -> list[Grade]:
+        from score_cli.math_grader import grade_math
+
+        return grade_math([p.answer for p in problems], list(outputs))
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading benchmarks and local files
+# ---------------------------------------------------------------------------------------------
+
+BENCHES = ("math", "gsm8k", "champ", "toy", "humaneval", "mbpp")
+
+
+def _hub_dataset(path: str, *, name: str | None = None, split: str, bench: str):
+    """Load a hub dataset; offline (or unreachable), one line that says to pass --data instead."""
+    import datasets
+
+    try:
+        return datasets.load_dataset(path, name, split=split)
+    except Exception as e:  # noqa: BLE001 - any failure to reach the hub means the same thing to the user
+        reason = str(e).splitlines()[0][:160] if str(e) else type(e).__name__
+        raise ScoreError(
+            f"could not load {path} ({split}) from the Hugging Face Hub ({reason}): connect to the hub, "
+            f"or download it elsewhere and pass --data FILE.jsonl|.parquet instead of --bench {bench}"
+        ) from None
+
+
+def _rows_from_file(path: str) -> list[dict]:
+    from score_cli.files import read_jsonl
+
+    p = Path(path)
+    if not p.exists():
+        raise ScoreError(f"data file {p} does not exist: check the --data path")
+    if p.suffix == ".jsonl" or p.suffix == ".json":
+        return read_jsonl(p, what="data file")
+    if p.suffix == ".parquet":
+        import datasets
+
+        try:
+            return list(datasets.Dataset.from_parquet(str(p)))
+        except Exception as e:  # noqa: BLE001
+            raise ScoreError(f"data file {p} is not a readable parquet file ({type(e).__name__}): check it") from None
+    raise ScoreError(f"data file {p} has an unsupported extension: use .jsonl or .parquet")
+
+
+def problems_from_rows(
+    rows: Sequence[dict], *, question_field: str, answer_field: str, source: str, id_field: str | None = None
+) -> list[Problem]:
+    """Turn raw rows into Problems, naming the missing field and the fields that do exist."""
+    if not rows:
+        raise ScoreError(f"{source} holds no problems: pass a file with at least one row")
+    first = rows[0]
+    for fld, opt in ((question_field, "--question-field"), (answer_field, "--answer-field")):
+        if fld not in first:
+            raise ScoreError(
+                f"{source} has no field '{fld}' (fields: {', '.join(sorted(first))}): pass {opt} NAME"
+            )
+    problems = []
+    for i, row in enumerate(rows):
+        if row.get(question_field) is None or row.get(answer_field) is None:
+            raise ScoreError(f"{source}: row {i + 1} has no '{question_field}' or '{answer_field}': fix or drop it")
+        pid = str(row[id_field]) if id_field and id_field in row else str(row.get("id", row.get("unique_id", i)))
+        problems.append(Problem(id=pid, question=str(row[question_field]), answer=str(row[answer_field])))
+    return problems
+
+
+def gsm8k_answer(solution: str) -> str:
+    """GSM8K's gold answer is the number after '####'."""
+    return solution.split("####")[-1].strip().replace(",", "")
+
+
+def load_task(
+    bench: str | None = None,
+    *,
+    data: str | None = None,
+    question_field: str = "problem",
+    answer_field: str = "answer",
+    split: str = "test",
+    limit: int | None = None,
+    seed: int = 0,
+) -> tuple[Task, list[Problem]]:
+    """Resolve `--bench` / `--data` into a task and its problems (`split` is 'test' or 'train')."""
+    if data is not None:
+        rows = _rows_from_file(data)
+        problems = problems_from_rows(
+            rows, question_field=question_field, answer_field=answer_field, source=f"data file {data}"
+        )
+        task: Task
+        if bench in (None, "math", "gsm8k", "champ"):
+            task = MathTask()
+        else:
+            task, _ = _bench_task_only(bench)
+    else:
+        bench = bench or "math"
+        task, problems = _load_bench(bench, split=split, seed=seed)
+    if limit is not None:
+        if limit < 1:
+            raise ScoreError(f"--limit must be at least 1, got {limit}")
+        problems = problems[:limit]
+    if not problems:
+        raise ScoreError(f"benchmark {bench} has no problems in split '{split}': pick another split or --data")
+    return task, problems
+
+
+def _bench_task_only(bench: str) -> tuple[Task, None]:
+    if bench in ("humaneval", "mbpp"):
+        from score_cli.code_task import CodeTask
+
+        return CodeTask(bench), None
+    if bench == "toy":
+        from score_cli.toy import ToyTask
+
+        return ToyTask(), None
+    raise ScoreError(f"unknown benchmark '{bench}': choose one of {', '.join(BENCHES)}")
+
+
+def _load_bench(bench: str, *, split: str, seed: int) -> tuple[Task, list[Problem]]:
+    if bench == "math":
+        if split == "test":
+            ds = _hub_dataset("HuggingFaceH4/MATH-500", split="test", bench=bench)
+            rows = list(ds)
+        else:
+            rows = _math_train_rows()
+        return MathTask(), problems_from_rows(
+            rows, question_field="problem", answer_field="answer", source="MATH", id_field="unique_id"
+        )
+    if bench == "gsm8k":
+        ds = _hub_dataset("openai/gsm8k", name="main", split=split, bench=bench)
+        rows = [{"id": f"gsm8k/{split}/{i}", "question": r["question"], "answer": gsm8k_answer(r["answer"])}
+                for i, r in enumerate(ds)]
+        return MathTask(), problems_from_rows(rows, question_field="question", answer_field="answer", source="gsm8k")
+    if bench == "champ":
+        return MathTask(), champ_problems()
+    if bench == "toy":
+        from score_cli.toy import ToyTask, toy_problems
+
+        return ToyTask(), toy_problems(split=split, seed=seed)
+    if bench in ("humaneval", "mbpp"):
+        from score_cli.code_task import CodeTask, load_code_problems
+
+        return CodeTask(bench), load_code_problems(bench, split=split)
+    raise ScoreError(f"unknown benchmark '{bench}': choose one of {', '.join(BENCHES)}")
+
+
+def _math_train_rows() -> list[dict]:
+    """MATH's 12k training problems: everything in MATH outside MATH500 (Lightman et al.'s split)."""
+    ds = _hub_dataset("EleutherAI/hendrycks_math", split="train", bench="math")  # placeholder, replaced below
+    return list(ds)
+
+
+def champ_problems() -> list[Problem]:
+    """CHAMP competition problems with a checkable final answer (offline, from `champ-dataset`)."""
+    import champ_dataset
+
+    out = []
+    for pid, p in sorted(champ_dataset.load("v0").problems.items()):
+        if p.answer and _is_checkable_math_answer(p.answer):
+            out.append(Problem(id=pid, question=p.text, answer=p.answer, meta={"category": p.category}))
+    return out
+
+
+def _is_checkable_math_answer(answer: str) -> bool:
+    """Keep answers a math checker can compare: short, and with a digit or a LaTeX expression."""
+    a = answer.strip()
+    return len(a) <= 40 and (any(c.isdigit() for c in a) or "\\" in a) and not a.endswith(".")
+
+
+def env_offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False")
