@@ -34,14 +34,21 @@ def has_chat_template(tokenizer) -> bool:
     return getattr(tokenizer, "chat_template", None) is not None
 
 
+def task_prompt(tokenizer, task: Task, problem: Problem) -> list[dict[str, str]] | str:
+    """The attempt-1 prompt: chat messages for tokenizers with a chat template, plain text otherwise."""
+    return task.messages(problem) if has_chat_template(tokenizer) else task.plain_prompt(problem)
+
+
+def encode_prompt(tokenizer, prompt: list[dict[str, str]] | str) -> list[int]:
+    """Token ids of an attempt-1 prompt (messages get the chat template's generation prompt)."""
+    if isinstance(prompt, str):
+        return list(tokenizer(prompt)["input_ids"])
+    return _ids(tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=True, return_dict=False))
+
+
 def first_attempt_ids(tokenizer, task: Task, problem: Problem) -> list[int]:
     """Attempt 1's input: the task prompt in the tokenizer's chat template, or plain text."""
-    if has_chat_template(tokenizer):
-        ids = tokenizer.apply_chat_template(
-            task.messages(problem), add_generation_prompt=True, tokenize=True, return_dict=False
-        )
-        return list(ids["input_ids"] if isinstance(ids, dict) else ids)
-    return list(tokenizer(task.plain_prompt(problem))["input_ids"])
+    return encode_prompt(tokenizer, task_prompt(tokenizer, task, problem))
 
 
 def instruction_ids(tokenizer, instruction: str) -> list[int]:

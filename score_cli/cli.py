@@ -1,0 +1,270 @@
+"""The `score` command line: parses options and calls library functions (thin by design)."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import logging
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from score_cli.errors import ScoreError
+
+app = typer.Typer(
+    name="score",
+    help="SCoRe: train language models to self-correct with multi-turn RL (Kumar et al., 2024).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,
+)
+
+
+def user_errors(fn):
+    """Turn a ScoreError into one line on stderr and exit code 2; Ctrl-C into exit code 130."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        from score_cli.ui import console
+
+        try:
+            return fn(*args, **kwargs)
+        except ScoreError as e:
+            console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+        except KeyboardInterrupt:
+            console.print("[bold yellow]interrupted[/]")
+            raise typer.Exit(130) from None
+
+    return wrapper
+
+
+# ---------------------------------------------------------------------------------------------
+# Options shared by eval and the trainers
+# ---------------------------------------------------------------------------------------------
+Bench = Annotated[
+    str, typer.Option(help="Benchmark: math (MATH500), gsm8k, champ, toy, humaneval, mbpp; ignored with --data.")
+]
+Data = Annotated[str | None, typer.Option(help="Local problems file (.jsonl or .parquet) instead of --bench.")]
+QuestionField = Annotated[str, typer.Option(help="Field holding the question in --data.")]
+AnswerField = Annotated[str, typer.Option(help="Field holding the gold answer in --data.")]
+Limit = Annotated[int | None, typer.Option(help="Use only the first N problems.")]
+Seed = Annotated[int, typer.Option(help="Random seed (sampling, data order).")]
+
+
+def setup_logging(verbose: bool) -> None:
+    from rich.logging import RichHandler
+
+    from score_cli.ui import console
+
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(message)s",
+        handlers=[RichHandler(console=console, show_path=False)],
+    )
+    for noisy in ("httpx", "urllib3", "filelock"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+@app.command("eval")
+@user_errors
+def eval_cmd(
+    model: Annotated[str, typer.Option(help="Hub id or local directory of a causal LM (e.g. a stage output).")],
+    bench: Bench = "math",
+    data: Data = None,
+    question_field: QuestionField = "problem",
+    answer_field: AnswerField = "answer",
+    split: Annotated[str, typer.Option(help="Split of --bench to evaluate: test or train.")] = "test",
+    limit: Limit = None,
+    turns: Annotated[int, typer.Option(help="Attempts per problem (attempt k+1 follows the instruction).")] = 2,
+    samples: Annotated[int, typer.Option(help="Sampled chains per problem, majority-voted per attempt.")] = 1,
+    batch_size: Annotated[int, typer.Option(help="Sequences per generate() call.")] = 32,
+    max_new_tokens: Annotated[int, typer.Option(help="Maximum new tokens per attempt.")] = 1024,
+    temperature: Annotated[float, typer.Option(help="Sampling temperature; 0 = greedy, as in the paper.")] = 0.0,
+    top_p: Annotated[float, typer.Option(help="Nucleus sampling threshold (with --temperature > 0).")] = 1.0,
+    seed: Seed = 0,
+    backend: Annotated[
+        str, typer.Option(help=r"Generation engine: transformers or vllm (pip install score\[vllm]).")
+    ] = "transformers",
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N.")] = "auto",
+    dtype: Annotated[str, typer.Option(help="auto (bf16 on GPU, fp32 on CPU), bf16, fp16, fp32.")] = "auto",
+    output_dir: Annotated[
+        str | None, typer.Option(help=r"Where samples.jsonl and metrics.json go \[default: runs/eval-BENCH-MODEL].")
+    ] = None,
+    resume: Annotated[bool, typer.Option(help="Continue an interrupted run in --output-dir.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log progress details.")] = False,
+) -> None:
+    """Evaluate self-correction: Accuracy@t1, @t2, Delta(t1,t2), Delta i->c and c->i, with 95% CIs."""
+    from score_cli.evaluate import EvalConfig, evaluate
+    from score_cli.rollout import Decoding
+    from score_cli.ui import eval_progress, results_table, stdout
+
+    setup_logging(verbose)
+    name = "data" if data else bench
+    cfg = EvalConfig(
+        model=model, bench=bench, data=data, question_field=question_field, answer_field=answer_field,
+        split=split, limit=limit, turns=turns, samples=samples,
+        decoding=Decoding(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
+                          batch_size=batch_size, seed=seed),
+        backend=backend, device=device, dtype=dtype, resume=resume,
+        output_dir=output_dir or os.path.join("runs", f"eval-{name}-{Path(model.rstrip('/')).name}"),
+    )
+    with eval_progress(f"{name} x{turns} attempts") as progress:
+        result = evaluate(cfg, progress)
+    stdout.print(results_table(f"{name}: {result.record['n_problems']} problems", [(model, result.metrics)], turns))
+    for t in range(turns):
+        key = f"maj@{samples}@t{t + 1}"
+        if key in result.metrics:
+            stdout.print(f"majority vote over {samples} samples at t{t + 1}: {100 * result.metrics[key]['value']:.1f}%")
+    stdout.print(f"wrote {result.output_dir / 'samples.jsonl'} and {result.output_dir / 'metrics.json'}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Training: every SCoReConfig field is also an option (recipe < option)
+# ---------------------------------------------------------------------------------------------
+SCORE_FIELDS = ("alpha", "beta1", "beta2", "gamma", "baseline", "instruction", "max_attempt_length",
+                "num_generations", "learning_rate", "max_steps", "per_device_train_batch_size", "temperature",
+                "save_steps", "seed", "report_to", "logging_steps", "loss_type")
+
+
+def _option_type(tp) -> type:
+    """The click-friendly type of a config field (complex types are passed as YAML text)."""
+    import types
+    import typing
+
+    args = [a for a in typing.get_args(tp) if a is not type(None)]
+    if typing.get_origin(tp) in (typing.Union, types.UnionType) and len(args) == 1:
+        tp = args[0]
+    return tp if tp in (bool, int, float, str) else str
+
+
+def _parse_value(tp, value):
+    """Turn an option's text into the field's value: YAML for dicts and lists, commas for lists."""
+    import typing
+
+    if not isinstance(value, str) or _option_type(tp) is not str:
+        return value
+    kinds = {typing.get_origin(a) or a for a in typing.get_args(tp)} | {typing.get_origin(tp)}
+    if dict in kinds or list in kinds:
+        import yaml
+
+        if value.strip().startswith(("{", "[")):
+            return yaml.safe_load(value)
+        if list in kinds and "," in value:
+            return [v.strip() for v in value.split(",")]
+    return value
+
+
+def with_config_options(fn):
+    """Add one option per SCoReConfig field to a command, collected into `overrides`."""
+    import inspect
+
+    from score_cli.train import DERIVED_FIELDS, config_fields
+
+    fields = {f.name: (f, tp) for f, tp in config_fields() if f.name not in DERIVED_FIELDS}
+    sig = inspect.signature(fn, eval_str=True)
+    params = [p for p in sig.parameters.values() if p.name != "overrides"]
+    taken = {p.name for p in params}
+    order = {n: i for i, n in enumerate(SCORE_FIELDS)}
+    for name in sorted(fields, key=lambda n: (order.get(n, len(order)), n)):
+        if name in taken:
+            continue
+        f, tp = fields[name]
+        default = f.default if f.default is not dataclasses.MISSING else (
+            f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
+        help_text = (f.metadata.get("help") or "").replace("[", r"\[").split("\n")[0][:300]
+        option = typer.Option(
+            help=help_text,
+            show_default=str(default),
+            rich_help_panel="SCoRe" if name in SCORE_FIELDS else "Training config (SCoReConfig / GRPOConfig)",
+        )
+        params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None,
+                                        annotation=Annotated[_option_type(tp) | None, option]))
+
+    @functools.wraps(fn)
+    def wrapper(**kwargs):
+        given = {k: kwargs.pop(k) for k in list(kwargs) if k in fields and k not in taken}
+        overrides = {k: _parse_value(fields[k][1], v) for k, v in given.items() if v is not None}
+        return fn(**kwargs, overrides=overrides)
+
+    wrapper.__signature__ = sig.replace(parameters=params)
+    wrapper.__annotations__ = {}
+    return wrapper
+
+
+def _run_training(req) -> None:
+    from score_cli.train import run_stage
+    from score_cli.ui import stdout
+
+    result = run_stage(req)
+    if result.interrupted:
+        stdout.print(f"interrupted at step {result.record['interrupted_at_step']}; checkpoint saved in "
+                     f"{result.output_dir}: continue with the same command and --resume")
+        raise typer.Exit(130)
+    stdout.print(f"Stage {req.stage} done ({result.record['steps']} steps): model, tokenizer and run record in "
+                 f"{result.output_dir}")
+
+
+Recipe = Annotated[str | None, typer.Option(help="YAML recipe of config fields (see recipes/); options override it.")]
+OutputDir = Annotated[str | None, typer.Option(help=r"Run directory \[default: runs/stageN-MODEL].")]
+Resume = Annotated[bool, typer.Option(help="Continue from the last complete checkpoint in --output-dir.")]
+
+
+@app.command("stage1")
+@user_errors
+@with_config_options
+def stage1_cmd(
+    model: Annotated[str | None, typer.Option(help="Base model: hub id or local directory.")] = None,
+    recipe: Recipe = None,
+    bench: Annotated[str | None, typer.Option(help="Training data: math (MATH train), gsm8k, toy, mbpp.")] = None,
+    data: Data = None,
+    question_field: Annotated[str | None, typer.Option(help="Field holding the question in --data.")] = None,
+    answer_field: Annotated[str | None, typer.Option(help="Field holding the gold answer in --data.")] = None,
+    limit: Limit = None,
+    output_dir: OutputDir = None,
+    resume: Resume = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log details.")] = False,
+    overrides: dict | None = None,
+) -> None:
+    """Stage I: train attempt 2 for reward while a strong KL holds attempt 1 at the base model."""
+    from score_cli.train import TrainRequest
+
+    setup_logging(verbose)
+    _run_training(TrainRequest(stage=1, model=model, recipe=recipe, bench=bench, data=data,
+                               question_field=question_field, answer_field=answer_field, limit=limit,
+                               output_dir=output_dir, resume=resume, overrides=overrides or {}))
+
+
+@app.command("stage2")
+@user_errors
+@with_config_options
+def stage2_cmd(
+    from_checkpoint: Annotated[str | None, typer.Option(help="Output directory of `score stage1`.")] = None,
+    recipe: Recipe = None,
+    bench: Annotated[str | None, typer.Option(help="Training data [default: Stage I's].")] = None,
+    data: Data = None,
+    question_field: Annotated[str | None, typer.Option(help="Field holding the question in --data.")] = None,
+    answer_field: Annotated[str | None, typer.Option(help="Field holding the gold answer in --data.")] = None,
+    limit: Limit = None,
+    output_dir: OutputDir = None,
+    resume: Resume = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log details.")] = False,
+    overrides: dict | None = None,
+) -> None:
+    """Stage II: multi-turn RL on both attempts with the alpha-scaled progress bonus; KL to the base."""
+    from score_cli.train import TrainRequest
+
+    setup_logging(verbose)
+    _run_training(TrainRequest(stage=2, from_checkpoint=from_checkpoint, recipe=recipe, bench=bench, data=data,
+                               question_field=question_field, answer_field=answer_field, limit=limit,
+                               output_dir=output_dir, resume=resume, overrides=overrides or {}))
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

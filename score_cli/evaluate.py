@@ -1,0 +1,242 @@
+"""`score eval`: attempt 1, the self-correction instruction, attempt 2 (... attempt N), graded per
+problem and summarised with the paper's metrics.
+
+Results are written as they come: `samples.jsonl` is rewritten atomically after every chunk of
+problems, so an interrupted evaluation resumes (`resume=True`) where it stopped.
+"""
+
+from __future__ import annotations
+
+import logging
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from score_cli import __version__
+from score_cli.errors import ScoreError
+from score_cli.files import atomic_write_json, atomic_write_jsonl, read_jsonl
+from score_cli.metrics import compute_metrics, summary_row
+from score_cli.rollout import Decoding, HFGenerator, first_attempt_ids, instruction_ids, run_attempts
+from score_cli.tasks import Problem, Task, load_task
+
+log = logging.getLogger(__name__)
+
+SAMPLES_FILE = "samples.jsonl"
+METRICS_FILE = "metrics.json"
+SETTINGS_FILE = "eval_settings.json"
+
+
+@dataclass
+class EvalConfig:
+    """Everything that defines an evaluation run (saved, and compared on --resume)."""
+
+    model: str
+    bench: str | None = "math"
+    data: str | None = None
+    question_field: str = "problem"
+    answer_field: str = "answer"
+    split: str = "test"
+    limit: int | None = None
+    turns: int = 2
+    samples: int = 1
+    decoding: Decoding = field(default_factory=Decoding)
+    backend: str = "transformers"
+    device: str = "auto"
+    dtype: str = "auto"
+    output_dir: str = "runs/eval"
+    resume: bool = False
+    chunk_size: int = 0  # problems per write; 0 = 8 batches' worth
+
+    def identity(self) -> dict[str, Any]:
+        """The settings a resumed run must share with the run it continues."""
+        d = asdict(self)
+        for k in ("resume", "output_dir", "limit", "chunk_size", "device"):
+            d.pop(k)
+        d["decoding"].pop("batch_size")
+        return d
+
+
+@dataclass
+class Progress:
+    """Callbacks the CLI turns into a progress bar; the library never prints."""
+
+    start: Callable[[int], None] = lambda total: None
+    tokens: Callable[[int], None] = lambda n: None
+    problems: Callable[[int], None] = lambda n: None
+
+
+@dataclass
+class EvalResult:
+    metrics: dict[str, dict[str, float]]
+    summary: dict[str, float]
+    output_dir: Path
+    rows: list[dict]
+    record: dict[str, Any]
+
+
+def check_output_dir(cfg: EvalConfig) -> list[dict]:
+    """Refuse to overwrite another run's results; on resume, return the rows already done."""
+    out = Path(cfg.output_dir)
+    settings_path, samples_path = out / SETTINGS_FILE, out / SAMPLES_FILE
+    has_results = samples_path.exists() or (out / METRICS_FILE).exists()
+    if not has_results:
+        return []
+    if not cfg.resume:
+        raise ScoreError(
+            f"output directory {out} already holds evaluation results: pass --resume to continue that run, "
+            "or choose another --output-dir"
+        )
+    if settings_path.exists():
+        import json
+
+        previous = json.loads(settings_path.read_text())
+        mine = _jsonable(cfg.identity())
+        diff = sorted(k for k in set(previous) | set(mine) if previous.get(k) != mine.get(k))
+        if diff:
+            raise ScoreError(
+                f"output directory {out} holds a run with other settings ({', '.join(diff)}): "
+                "resume with the same settings, or choose another --output-dir"
+            )
+    return read_jsonl(samples_path, what="samples file") if samples_path.exists() else []
+
+
+def _jsonable(d: dict) -> dict:
+    import json
+
+    return json.loads(json.dumps(d, default=str))
+
+
+def validate(cfg: EvalConfig) -> None:
+    if cfg.turns < 1:
+        raise ScoreError(f"--turns must be at least 1, got {cfg.turns}")
+    if cfg.samples < 1:
+        raise ScoreError(f"--samples must be at least 1, got {cfg.samples}")
+    if cfg.samples > 1 and cfg.decoding.greedy:
+        raise ScoreError("--samples > 1 with greedy decoding gives identical chains: pass --temperature 1.0")
+    if cfg.decoding.batch_size < 1 or cfg.decoding.max_new_tokens < 1:
+        raise ScoreError("--batch-size and --max-new-tokens must be at least 1")
+    if not 0 < cfg.decoding.top_p <= 1:
+        raise ScoreError(f"--top-p must be in (0, 1], got {cfg.decoding.top_p}")
+    if cfg.backend not in ("transformers", "vllm"):
+        raise ScoreError(f"unknown --backend '{cfg.backend}': use transformers or vllm")
+
+
+def evaluate(cfg: EvalConfig, progress: Progress | None = None, *, model=None, tokenizer=None) -> EvalResult:
+    """Run (or resume) an evaluation and write samples.jsonl and metrics.json to cfg.output_dir."""
+    progress = progress or Progress()
+    validate(cfg)
+    task, problems = load_task(
+        cfg.bench, data=cfg.data, question_field=cfg.question_field, answer_field=cfg.answer_field,
+        split=cfg.split, limit=cfg.limit, seed=cfg.decoding.seed,
+    )
+    done_rows = check_output_dir(cfg)
+    done_ids = {r["id"] for r in done_rows}
+    todo = [p for p in problems if p.id not in done_ids]
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out / SETTINGS_FILE, cfg.identity())
+
+    if model is None or tokenizer is None:
+        from score_cli.models import load_causal_lm, load_tokenizer
+
+        tokenizer = load_tokenizer(cfg.model)
+        model = load_causal_lm(cfg.model, device=cfg.device, dtype=cfg.dtype)
+    generator = make_generator(cfg, model, tokenizer, progress)
+
+    progress.start(len(problems))
+    progress.problems(len(problems) - len(todo))
+    rows = list(done_rows)
+    chunk = cfg.chunk_size or cfg.decoding.batch_size * 8
+    t0 = time.perf_counter()
+    for start in range(0, len(todo), chunk):
+        part = todo[start : start + chunk]
+        torch.manual_seed(cfg.decoding.seed * 1_000_003 + len(rows))
+        rows += rollout_rows(task, part, tokenizer, generator, turns=cfg.turns, samples=cfg.samples)
+        atomic_write_jsonl(out / SAMPLES_FILE, rows)
+        progress.problems(len(part))
+    elapsed = time.perf_counter() - t0
+
+    order = {p.id: i for i, p in enumerate(problems)}
+    rows = sorted((r for r in rows if r["id"] in order), key=lambda r: order[r["id"]])
+    metrics = metrics_from_rows(rows, seed=cfg.decoding.seed)
+    record = {
+        "summary": summary_row(metrics, cfg.turns),
+        "metrics": metrics,
+        "model": cfg.model,
+        "benchmark": cfg.bench if cfg.data is None else f"data:{cfg.data}",
+        "task": task.name,
+        "instruction": task.instruction,
+        "n_problems": len(rows),
+        "turns": cfg.turns,
+        "samples": cfg.samples,
+        "decoding": asdict(cfg.decoding),
+        "backend": cfg.backend,
+        "seed": cfg.decoding.seed,
+        "throughput": {
+            "seconds": elapsed,
+            "generated_tokens": getattr(generator, "generated_tokens", None),
+            "tokens_per_second": (getattr(generator, "generated_tokens", 0) or 0) / elapsed if elapsed else None,
+        },
+        "versions": versions(),
+    }
+    atomic_write_json(out / METRICS_FILE, record)
+    return EvalResult(metrics, record["summary"], out, rows, record)
+
+
+def make_generator(cfg: EvalConfig, model, tokenizer, progress: Progress):
+    if cfg.backend == "vllm":
+        from score_cli.vllm_backend import VLLMGenerator
+
+        return VLLMGenerator(cfg.model, tokenizer, cfg.decoding, on_batch=lambda n, k: progress.tokens(k))
+    return HFGenerator(model, tokenizer, cfg.decoding, on_batch=lambda n, k: progress.tokens(k))
+
+
+def rollout_rows(
+    task: Task, problems: list[Problem], tokenizer, generator, *, turns: int, samples: int
+) -> list[dict]:
+    """Roll out `samples` chains of `turns` attempts per problem, grade them, one row per problem."""
+    firsts = [first_attempt_ids(tokenizer, task, p) for p in problems for _ in range(samples)]
+    rollouts = run_attempts(
+        generator, firsts, turns=turns, instruction=instruction_ids(tokenizer, task.instruction),
+        eos_id=tokenizer.eos_token_id, group_size=samples,
+    )
+    texts = [[tokenizer.decode(o, skip_special_tokens=True) for o in r.outputs] for r in rollouts]
+    flat_problems = [p for p in problems for _ in range(samples) for _ in range(turns)]
+    grades = task.grade(flat_problems, [t for chain in texts for t in chain])
+    rows = []
+    for i, p in enumerate(problems):
+        chains = []
+        for k in range(samples):
+            j = i * samples + k
+            chains.append([
+                {"text": texts[j][t], "answer": grades[j * turns + t].answer, "correct": grades[j * turns + t].correct,
+                 "tokens": len(rollouts[j].outputs[t])}
+                for t in range(turns)
+            ])
+        rows.append({"id": p.id, "question": p.question, "gold": p.answer, "chains": chains})
+    return rows
+
+
+def metrics_from_rows(rows: list[dict], *, seed: int = 0) -> dict[str, dict[str, float]]:
+    """Metrics of samples.jsonl rows (so a finished or resumed file can be re-scored)."""
+    if not rows:
+        raise ScoreError("no evaluated problems to score: the dataset or --limit selected none")
+    pick = lambda key: [[[a[key] for a in chain] for chain in r["chains"]] for r in rows]  # noqa: E731
+    return compute_metrics(pick("correct"), pick("answer"), pick("text"), seed=seed)
+
+
+def versions() -> dict[str, str]:
+    import importlib.metadata as md
+
+    out = {"score": __version__, "python": platform.python_version()}
+    for pkg in ("torch", "transformers", "trl", "accelerate", "math-verify", "vllm"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            pass
+    return out

@@ -1,0 +1,287 @@
+"""Running a SCoRe stage: resolve the config (defaults < recipe < options), load data and models,
+train with checkpoints, resume after a crash, stop cleanly on Ctrl-C, and save a run record.
+
+The output directory of a stage holds the final model and tokenizer (`save_pretrained`), the
+resolved config (`score_config.yaml`), the run record (`score_run.json`: stage, base model,
+config) and the checkpoints (`checkpoint-N/`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import signal
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from transformers import TrainerCallback
+
+from score_cli import __version__
+from score_cli.errors import ScoreError
+from score_cli.files import atomic_write_json, atomic_write_text
+from score_cli.models import check_model_source, read_run_record
+
+log = logging.getLogger(__name__)
+
+RUN_RECORD = "score_run.json"
+CONFIG_FILE = "score_config.yaml"
+# Keys a recipe may hold besides SCoReConfig fields: what to train on, and from what.
+DATA_KEYS = ("model", "bench", "data", "question_field", "answer_field", "limit")
+# Config fields the CLI does not offer: derived or set by score itself.
+DERIVED_FIELDS = ("beta", "max_completion_length", "output_dir", "stage", "ref_model")
+
+
+@dataclass
+class TrainRequest:
+    """One `score stage1|stage2` invocation, before the recipe is merged in."""
+
+    stage: int
+    model: str | None = None  # stage 1: the base model
+    from_checkpoint: str | None = None  # stage 2: a Stage I output directory
+    recipe: str | None = None
+    bench: str | None = None
+    data: str | None = None
+    question_field: str | None = None
+    answer_field: str | None = None
+    limit: int | None = None
+    output_dir: str | None = None
+    resume: bool = False
+    overrides: dict[str, Any] = dataclasses.field(default_factory=dict)  # config fields given as options
+
+
+@dataclass
+class TrainResult:
+    output_dir: Path
+    record: dict[str, Any]
+    interrupted: bool = False
+
+
+def config_fields() -> list[tuple[dataclasses.Field, Any]]:
+    """The SCoReConfig fields a user may set (in a recipe or as an option), with resolved types."""
+    import typing
+
+    from score_cli.trainers import SCoReConfig
+
+    hints = typing.get_type_hints(SCoReConfig)
+    return [(f, hints[f.name]) for f in dataclasses.fields(SCoReConfig) if f.init and not f.name.startswith("_")]
+
+
+def load_recipe(path: str | None) -> dict[str, Any]:
+    """A YAML recipe: SCoReConfig fields plus the data keys; unknown keys are refused by name."""
+    if path is None:
+        return {}
+    import yaml
+
+    p = Path(path)
+    if not p.exists():
+        raise ScoreError(f"recipe {p} does not exist: check the --recipe path (recipes live in recipes/)")
+    try:
+        recipe = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as e:
+        where = getattr(e, "problem_mark", None)
+        line = f" at line {where.line + 1}" if where else ""
+        raise ScoreError(f"recipe {p} is not valid YAML{line}: fix the syntax") from None
+    if not isinstance(recipe, dict):
+        raise ScoreError(f"recipe {p} must be a mapping of config fields to values")
+    known = {f.name for f, _ in config_fields()} | set(DATA_KEYS)
+    unknown = sorted(set(recipe) - known)
+    if unknown:
+        raise ScoreError(
+            f"recipe {p} has unknown keys {', '.join(unknown)}: use SCoReConfig field names (score stage1 --help)"
+        )
+    return recipe
+
+
+def resolve(req: TrainRequest) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """(data settings, config kwargs, stage-2 lineage): defaults < recipe < command-line options."""
+    recipe = load_recipe(req.recipe)
+    data = {k: recipe.get(k) for k in DATA_KEYS}
+    for k in DATA_KEYS:
+        v = getattr(req, k, None)
+        if v is not None:
+            data[k] = v
+    data["bench"] = data["bench"] or ("toy" if data["data"] is None and _is_toy(data.get("model")) else "math")
+    data["question_field"] = data["question_field"] or "problem"
+    data["answer_field"] = data["answer_field"] or "answer"
+    kwargs = {k: v for k, v in recipe.items() if k not in DATA_KEYS}
+    kwargs.update(req.overrides)
+    for k in DERIVED_FIELDS:
+        if k in kwargs:
+            raise ScoreError(f"'{k}' is set by score itself: remove it from the recipe or options")
+
+    lineage: dict[str, Any] = {}
+    if req.stage == 1:
+        if not data["model"]:
+            raise ScoreError("no model given: pass --model HUB_ID_OR_DIR (or set 'model' in the recipe)")
+        check_model_source(data["model"])
+        lineage = {"base_model": data["model"], "policy_init": data["model"]}
+    else:
+        if not req.from_checkpoint:
+            raise ScoreError("Stage II starts from a Stage I output: pass --from-checkpoint DIR")
+        src = req.from_checkpoint
+        if not Path(src).is_dir():
+            raise ScoreError(f"--from-checkpoint {src} does not exist: pass the output directory of `score stage1`")
+        record = read_run_record(src)
+        if record is None or record.get("stage") != 1:
+            what = "no score run record" if record is None else f"a Stage {record.get('stage')} output"
+            raise ScoreError(
+                f"{src} is not a Stage I output ({what}): pass the output directory of `score stage1`"
+            )
+        if not record.get("finished"):
+            raise ScoreError(f"Stage I in {src} did not finish: resume it with `score stage1 --resume` first")
+        lineage = {"base_model": record["base_model"], "policy_init": src, "stage1_record": record}
+        data["model"] = src
+        for k in ("bench", "data", "question_field", "answer_field"):  # same data as Stage I unless told
+            if getattr(req, k) is None and k not in recipe and record["data"].get(k) is not None:
+                data[k] = record["data"][k]
+    return data, kwargs, lineage
+
+
+def _is_toy(model: str | None) -> bool:
+    """A model built by `score toy init` trains on the toy task unless told otherwise."""
+    return bool(model) and (Path(model) / "toy_model.json").exists()
+
+
+def build_config(stage: int, kwargs: dict[str, Any], output_dir: str, ref_model: str):
+    from score_cli.trainers import SCoReConfig
+
+    try:
+        return SCoReConfig(output_dir=output_dir, stage=stage, ref_model=ref_model, **kwargs)
+    except (ValueError, TypeError) as e:
+        raise ScoreError(f"invalid training config: {str(e).splitlines()[0]}") from None
+
+
+def default_output_dir(stage: int, model: str) -> str:
+    return os.path.join("runs", f"stage{stage}-{Path(model.rstrip('/')).name}")
+
+
+def check_output_dir(out: Path, resume: bool) -> str | None:
+    """Refuse to clobber a run; on --resume return the last complete checkpoint (or None)."""
+    record = read_run_record(out) if out.exists() else None
+    checkpoint = last_complete_checkpoint(out)
+    if resume:
+        if record and record.get("finished"):
+            raise ScoreError(f"the run in {out} already finished: nothing to resume; choose another --output-dir")
+        return checkpoint
+    if record is not None or checkpoint is not None:
+        raise ScoreError(
+            f"output directory {out} already holds a training run: pass --resume to continue it, "
+            "or choose another --output-dir"
+        )
+    return None
+
+
+def last_complete_checkpoint(out: Path) -> str | None:
+    """The newest checkpoint whose trainer state was fully written (a kill -9 can cut one short)."""
+    if not out.is_dir():
+        return None
+    found = []
+    for d in out.glob("checkpoint-*"):
+        try:
+            step = int(d.name.split("-")[-1])
+            json.loads((d / "trainer_state.json").read_text())
+        except (ValueError, OSError):
+            continue
+        found.append((step, d))
+    return str(max(found)[1]) if found else None
+
+
+class StopOnSignal(TrainerCallback):
+    """First Ctrl-C: save a checkpoint at the end of the current step, then stop. Second: abort."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = None
+
+    def install(self) -> None:
+        self._previous = signal.signal(signal.SIGINT, self._handle)
+
+    def uninstall(self) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+    def _handle(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        log.warning("interrupt: saving a checkpoint after this step, then stopping (Ctrl-C again to abort)")
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.requested:
+            control.should_save = True
+            control.should_training_stop = True
+        return control
+
+
+def run_stage(req: TrainRequest, *, callbacks: list | None = None) -> TrainResult:
+    """Train one SCoRe stage as requested; returns where the model went and the run record."""
+    from score_cli.models import load_tokenizer
+    from score_cli.tasks import load_task
+    from score_cli.trainers import SCoReTrainer
+
+    data, kwargs, lineage = resolve(req)
+    out = Path(req.output_dir or default_output_dir(req.stage, lineage["policy_init"]))
+    checkpoint = check_output_dir(out, req.resume)
+    task, problems = load_task(
+        data["bench"], data=data["data"], question_field=data["question_field"],
+        answer_field=data["answer_field"], split="train", limit=data["limit"], seed=kwargs.get("seed", 42),
+    )
+    config = build_config(req.stage, kwargs, str(out), ref_model=lineage["base_model"])
+    tokenizer = load_tokenizer(data["model"])
+    record = {
+        "score_version": __version__,
+        "stage": req.stage,
+        "base_model": lineage["base_model"],
+        "policy_init": lineage["policy_init"],
+        "data": {k: data[k] for k in ("bench", "data", "question_field", "answer_field", "limit")},
+        "task": task.name,
+        "n_train_problems": len(problems),
+        "config": json.loads(config.to_json_string()),
+        "finished": False,
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out / RUN_RECORD, record)
+    atomic_write_text(out / CONFIG_FILE, config_yaml(config, data))
+
+    stopper = StopOnSignal()
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")
+        trainer = SCoReTrainer(
+            data["model"], config, task, problems, processing_class=tokenizer,
+            callbacks=[stopper, *(callbacks or [])],
+        )
+        stopper.install()
+        try:
+            trainer.train(resume_from_checkpoint=checkpoint)
+        finally:
+            stopper.uninstall()
+    if stopper.requested:
+        record["interrupted_at_step"] = trainer.state.global_step
+        atomic_write_json(out / RUN_RECORD, record)
+        return TrainResult(out, record, interrupted=True)
+    trainer.save_model(str(out))
+    tokenizer.save_pretrained(str(out))
+    record.update(finished=True, steps=trainer.state.global_step, ended=time.strftime("%Y-%m-%dT%H:%M:%S"),
+                  log_history=trainer.state.log_history)
+    atomic_write_json(out / RUN_RECORD, record)
+    return TrainResult(out, record)
+
+
+def config_yaml(config, data: dict[str, Any]) -> str:
+    """The resolved config as a recipe (data keys + every non-default field), rerunnable with --recipe."""
+    import yaml
+
+    from score_cli.trainers import SCoReConfig
+
+    defaults = SCoReConfig(output_dir="x")
+    resolved = json.loads(config.to_json_string())
+    base = json.loads(defaults.to_json_string())
+    changed = {k: v for k, v in resolved.items() if base.get(k) != v and k not in DERIVED_FIELDS}
+    head = {k: v for k, v in data.items() if v is not None}
+    return "# resolved by score; rerun with --recipe\n" + yaml.safe_dump({**head, **changed}, sort_keys=False)

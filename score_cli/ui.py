@@ -1,0 +1,82 @@
+"""Terminal output at the edge: rich progress bars and tables (library code never prints)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from contextlib import contextmanager
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+console = Console(stderr=True)
+stdout = Console()
+
+
+@contextmanager
+def eval_progress(description: str = "evaluating"):
+    """A progress bar over problems showing problems/s and generated tokens/s."""
+    from score_cli.evaluate import Progress as Callbacks
+
+    bar = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[pps]:.2f} problems/s"),
+        TextColumn("{task.fields[tps]:.0f} tok/s"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+    )
+    state = {"t0": time.perf_counter(), "tokens": 0, "problems": 0, "resumed": None}
+    task_id = bar.add_task(description, total=None, pps=0.0, tps=0.0)
+
+    def rates():
+        dt = max(time.perf_counter() - state["t0"], 1e-9)
+        return {"pps": state["problems"] / dt, "tps": state["tokens"] / dt}
+
+    def on_start(total: int) -> None:
+        state["t0"] = time.perf_counter()
+        bar.update(task_id, total=total)
+
+    def on_tokens(n: int) -> None:
+        state["tokens"] += n
+        bar.update(task_id, **rates())
+
+    def on_problems(n: int) -> None:
+        if state["resumed"] is None:  # the first call reports problems resumed from disk
+            state["resumed"] = n
+        else:
+            state["problems"] += n
+        bar.update(task_id, advance=n, **rates())
+
+    with bar:
+        yield Callbacks(start=on_start, tokens=on_tokens, problems=on_problems)
+
+
+def pct(x: float) -> str:
+    return "-" if x != x else f"{100 * x:.1f}"
+
+
+def results_table(title: str, rows: Sequence[tuple[str, dict[str, dict[str, float]]]], turns: int = 2) -> Table:
+    """The paper's columns per model: Accuracy@t1..tN, Delta(t1,t2), Delta i->c, Delta c->i (in %)."""
+    table = Table(title=title)
+    table.add_column("model")
+    for t in range(turns):
+        table.add_column(f"Acc@t{t + 1}", justify="right")
+    if turns > 1:
+        for col in ("Δ(t1,t2)", "Δ i→c", "Δ c→i", "fixed|wrong", "broken|right", "answer changed", "edit ratio"):
+            table.add_column(col, justify="right")
+    for name, m in rows:
+        cells = [name] + [_with_ci(m[f"accuracy@t{t + 1}"]) for t in range(turns)]
+        if turns > 1:
+            keys = ("delta", "i->c", "c->i", "fixed|wrong", "broken|right", "answer_changed", "edit_ratio")
+            cells += [_with_ci(m[f"{k}(t1,t2)"], signed=k == "delta") for k in keys]
+        table.add_row(*cells)
+    return table
+
+
+def _with_ci(e: dict[str, float], signed: bool = False) -> str:
+    v = f"{100 * e['value']:+.1f}" if signed else pct(e["value"])
+    return f"{v} [{pct(e['low'])}, {pct(e['high'])}]"
