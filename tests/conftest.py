@@ -1,0 +1,65 @@
+"""Shared fixtures: a character tokenizer, a tiny random causal LM on disk, and a scripted policy."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+torch.set_num_threads(2)
+
+
+@pytest.fixture(scope="session")
+def char_tokenizer():
+    from score_cli.toy import build_char_tokenizer
+
+    return build_char_tokenizer()
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory, char_tokenizer):
+    """A randomly initialised 2-layer Llama with the character tokenizer, saved like a hub model."""
+    from score_cli.toy import tiny_causal_lm
+
+    path = tmp_path_factory.mktemp("tiny-model")
+    model = tiny_causal_lm(char_tokenizer, hidden=32, layers=2, heads=2, seed=0)
+    model.save_pretrained(path)
+    char_tokenizer.save_pretrained(path)
+    return path
+
+
+class ScriptedGenerator:
+    """A policy with fixed attempt texts: `script[question] = [attempt-1 text, attempt-2 text, ...]`.
+
+    It reads the question and the attempt number (count of instructions) from the input tokens,
+    as a real model would see them, so it also checks that attempt k+1's input carries the history.
+    """
+
+    def __init__(self, tokenizer, script: dict[str, list[str]], instruction: str):
+        self.tokenizer = tokenizer
+        self.script = script
+        self.instruction = instruction
+        self.calls: list[list[list[int]]] = []
+        self.generated_tokens = 0
+
+    def __call__(self, inputs, *, group_size=1):
+        self.calls.append([list(x) for x in inputs])
+        outs = []
+        for ids in inputs:
+            text = self.tokenizer.decode(ids)
+            question = next(q for q in self.script if q in text)
+            attempt = text.count(self.instruction)
+            reply = self.script[question][attempt]
+            out = self.tokenizer(reply, add_special_tokens=False)["input_ids"] + [self.tokenizer.eos_token_id]
+            outs.append(out)
+            self.generated_tokens += len(out)
+        return outs, None
+
+
+@pytest.fixture
+def scripted():
+    return ScriptedGenerator

@@ -1,0 +1,231 @@
+"""Proof that SCoReTrainer optimises the SCoRe objective (SCORE_PAPER.md), per attempt's tokens.
+
+The hand computations below use plain Python loops over tokens, not the trainer's tensor code.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from score_cli.rollout import NOT_GENERATED
+from score_cli.tasks import Grade, Problem, Task
+from score_cli.trainers import SCoReConfig, SCoReTrainer, baseline, score_loss, score_returns
+
+INSTR = "Check it."
+
+
+class ExactTask(Task):
+    """Right iff the attempt's text equals the gold answer."""
+
+    name = "exact"
+    instruction = INSTR
+
+    def grade(self, problems, outputs):
+        return [Grade(o, o == p.answer) for p, o in zip(problems, outputs, strict=True)]
+
+
+# ---------------------------------------------------------------------------------------------
+# The objective's pieces against hand computation
+# ---------------------------------------------------------------------------------------------
+R1 = [0.0, 1.0, 0.0, 1.0, 1.0, 0.0]  # 2 prompts x 3 rollouts
+R2 = [1.0, 1.0, 0.0, 0.0, 1.0, 1.0]
+
+
+def rloo(values, group):
+    out = []
+    for i, v in enumerate(values):
+        g = i // group
+        others = [values[j] for j in range(g * group, (g + 1) * group) if j != i]
+        out.append(v - sum(others) / len(others))
+    return out
+
+
+@pytest.mark.parametrize("stage", [1, 2])
+def test_returns_and_rloo_advantages(stage):
+    alpha = 10.0
+    r1, r2 = torch.tensor(R1), torch.tensor(R2)
+    ret1, ret2 = score_returns(r1, r2, stage=stage, alpha=alpha)
+    A1 = (ret1 - baseline(ret1, 3, "rloo")).tolist()
+    A2 = (ret2 - baseline(ret2, 3, "rloo")).tolist()
+    if stage == 1:
+        hand1, hand2 = [0.0] * 6, rloo(R2, 3)
+    else:
+        hand1 = rloo(R1, 3)
+        hand2 = rloo([b + alpha * (b - a) for a, b in zip(R1, R2, strict=True)], 3)
+    assert A1 == pytest.approx(hand1, abs=1e-6) and A2 == pytest.approx(hand2, abs=1e-6)
+    # e.g. stage 2, prompt 0: (r1, r2) = (0,1), (1,1), (0,0) -> returns 11, 1, 0 -> A = 11 - (1 + 0) / 2
+    if stage == 2:
+        assert A2[0] == pytest.approx(10.5)
+
+
+def test_gamma_adds_attempt_two_return_to_attempt_one():
+    r1, r2 = torch.tensor(R1), torch.tensor(R2)
+    ret1, ret2 = score_returns(r1, r2, stage=2, alpha=1.0, gamma=0.5)
+    assert ret1.tolist() == pytest.approx([a + 0.5 * (b + (b - a)) for a, b in zip(R1, R2, strict=True)])
+    s1, _ = score_returns(r1, r2, stage=1, alpha=1.0, gamma=0.5)
+    assert s1.tolist() == pytest.approx([0.5 * b for b in R2])
+
+
+def test_baselines():
+    x = torch.tensor([1.0, 0.0, 0.0, 1.0])
+    assert baseline(x, 2, "rloo").tolist() == [0.0, 1.0, 1.0, 0.0]
+    assert baseline(x, 2, "mean").tolist() == [0.5, 0.5, 0.5, 0.5]
+    assert baseline(x, 2, "none").tolist() == [0.0] * 4
+
+
+def test_score_loss_matches_hand_computation_and_masks_gradients():
+    # 2 sequences x 5 tokens: turn ids (0 = attempt 1, 1 = attempt 2, -1 = instruction/padding)
+    turn = [[0, 0, -1, 1, 1], [0, -1, 1, -1, -1]]
+    mask = [[1, 1, 0, 1, 1], [1, 0, 1, 0, 0]]
+    logp = [[-1.0, -0.5, -2.0, -0.2, -1.5], [-0.7, -3.0, -0.1, -1.0, -1.0]]
+    old = [[-1.1, -0.5, -2.0, -0.3, -1.0], [-0.7, -3.0, -0.4, -1.0, -1.0]]
+    ref = [[-1.2, -0.4, -9.0, -0.2, -1.0], [-0.9, -9.0, -0.3, -9.0, -9.0]]
+    adv_per_turn = [(0.0, 2.0), (-1.0, 0.5)]  # (A1, A2) per sequence
+    kl_per_turn = (0.1, 0.01)  # Stage I: beta2 on attempt 1, beta1 on attempt 2
+    eps = 0.2
+    total, count = 0.0, 0
+    for b in range(2):
+        for t in range(5):
+            if not mask[b][t]:
+                continue
+            k = turn[b][t]
+            a = adv_per_turn[b][k]
+            ratio = math.exp(logp[b][t] - old[b][t])
+            pg = -min(ratio * a, min(max(ratio, 1 - eps), 1 + eps) * a)
+            d = ref[b][t] - logp[b][t]
+            kl = math.exp(d) - d - 1
+            total += pg + kl_per_turn[k] * kl
+            count += 1
+    hand = total / count
+
+    T = lambda x: torch.tensor(x, dtype=torch.float64)  # noqa: E731
+    logps = T(logp).requires_grad_(True)
+    adv = T([[adv_per_turn[b][k] if k >= 0 else 0.0 for k in turn[b]] for b in range(2)])
+    klc = T([[kl_per_turn[k] if k >= 0 else 0.0 for k in turn[b]] for b in range(2)])
+    loss, _ = score_loss(logps, T(old), T(ref), adv, klc, T(mask), epsilon_low=eps, epsilon_high=eps)
+    assert loss.item() == pytest.approx(hand, abs=1e-9)
+    loss.backward()
+    grad = logps.grad
+    for b in range(2):
+        for t in range(5):
+            if not mask[b][t]:
+                assert grad[b, t].item() == 0.0  # instruction and padding get no gradient
+            else:
+                assert grad[b, t].item() != 0.0
+
+
+# ---------------------------------------------------------------------------------------------
+# The trainer end to end on one batch: scripted attempts, real model log-probs
+# ---------------------------------------------------------------------------------------------
+QUESTIONS = {"Q0?": ["ab", "7"], "Q1?": ["7", "zz"], "Q2?": ["7", "7"], "Q3?": ["x", "y"]}
+
+
+def perturbed_copy(src, dst, scale=0.05, seed=1):
+    model = AutoModelForCausalLM.from_pretrained(src)
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(scale * torch.randn(p.shape, generator=g))
+    model.save_pretrained(dst)
+    AutoTokenizer.from_pretrained(src).save_pretrained(dst)
+    return dst
+
+
+def make_trainer(policy_dir, ref_dir, stage, tmp_path, scripted, **overrides):
+    tok = AutoTokenizer.from_pretrained(policy_dir, padding_side="left")
+    problems = [Problem(str(i), q, "7") for i, q in enumerate(QUESTIONS)]
+    cfg = SCoReConfig(
+        output_dir=str(tmp_path / "out"), stage=stage, ref_model=str(ref_dir), num_generations=2,
+        per_device_train_batch_size=8, max_attempt_length=4, report_to="none", save_strategy="no",
+        shuffle_dataset=False, seed=0, **overrides,
+    )
+    trainer = SCoReTrainer(str(policy_dir), cfg, ExactTask(), problems, processing_class=tok)
+    gen = scripted(tok, QUESTIONS, INSTR)
+    trainer._generate_single_turn = lambda ids, images, mm, n, **_: gen(ids)
+    return trainer, tok
+
+
+def manual_logps(model, prompt_ids, prompt_mask, completion_ids, completion_mask):
+    ids = torch.cat([prompt_ids, completion_ids], 1)
+    att = torch.cat([prompt_mask, completion_mask], 1)
+    with torch.no_grad():
+        logits = model(input_ids=ids, attention_mask=att).logits.float()
+    P = prompt_ids.size(1)
+    lp = torch.log_softmax(logits[:, P - 1 : -1], -1)
+    return lp.gather(-1, completion_ids.unsqueeze(-1)).squeeze(-1)
+
+
+@pytest.mark.parametrize("stage", [1, 2])
+def test_trainer_batch_advantages_kl_and_loss(stage, tiny_model_dir, tmp_path, scripted):
+    policy = perturbed_copy(tiny_model_dir, tmp_path / "policy")
+    trainer, tok = make_trainer(policy, tiny_model_dir, stage, tmp_path, scripted, alpha=10.0, beta1=0.01, beta2=0.1)
+    trainer.model.train()
+    rows = [{"prompt": q, "problem_id": str(i)} for i, q in enumerate(QUESTIONS) for _ in range(2)]
+    batch = trainer._generate_and_score_completions(rows)
+
+    # rewards: attempt texts per question are scripted; gold is "7"
+    r1 = [float(QUESTIONS[r["prompt"]][0] == "7") for r in rows]
+    r2 = [float(QUESTIONS[r["prompt"]][1] == "7") for r in rows]
+    assert trainer._attempt_rewards[:, 0].tolist() == r1 and trainer._attempt_rewards[:, 1].tolist() == r2
+    if stage == 1:
+        A1, A2 = [0.0] * 8, rloo(r2, 2)
+        kl1 = 0.1
+    else:
+        A1, A2 = rloo(r1, 2), rloo([b + 10 * (b - a) for a, b in zip(r1, r2, strict=True)], 2)
+        kl1 = 0.01
+
+    turn = batch["turn"].tolist()
+    mask = (batch["completion_mask"] * batch["tool_mask"]).tolist()
+    instr_len = len(tok(f"<|user|>{INSTR}</s><|assistant|>", add_special_tokens=False)["input_ids"])
+    for b, row in enumerate(rows):
+        y1, y2 = (len(QUESTIONS[row["prompt"]][k]) + 1 for k in (0, 1))  # text + EOS
+        assert turn[b][: y1 + instr_len + y2] == [0] * y1 + [NOT_GENERATED] * instr_len + [1] * y2
+        for t, k in enumerate(turn[b]):
+            want_a = {0: A1[b], 1: A2[b]}.get(k, 0.0)
+            want_kl = {0: kl1, 1: 0.01}.get(k, 0.0)
+            assert batch["advantages"][b, t].item() == pytest.approx(want_a, abs=1e-6)
+            assert batch["kl_coef"][b, t].item() == pytest.approx(want_kl, abs=1e-7)  # float32
+            assert mask[b][t] == (1 if k != NOT_GENERATED else 0)
+
+    # reference log-probs are the base model's (not the policy's)
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
+    args = (batch["prompt_ids"], batch["prompt_mask"], batch["completion_ids"], batch["completion_mask"])
+    ref = manual_logps(base, *args)
+    m = torch.tensor(mask, dtype=torch.bool)
+    assert torch.allclose(batch["ref_per_token_logps"][m], ref[m], atol=1e-5)
+
+    # the loss equals the hand computation: mean over unmasked tokens of -A + beta_t * KL_t
+    trainer.model.eval()  # no dropout in the tiny model either way; eval keeps the normaliser simple
+    policy_lp = manual_logps(trainer.model, *args)
+    assert not torch.allclose(policy_lp[m], ref[m], atol=1e-3)  # the KL term is exercised
+    total, count = 0.0, 0
+    for b in range(8):
+        for t, k in enumerate(turn[b]):
+            if not mask[b][t]:
+                continue
+            d = ref[b, t].item() - policy_lp[b, t].item()
+            kl = math.exp(d) - d - 1
+            total += -{0: A1[b], 1: A2[b]}[k] + {0: kl1, 1: 0.01}[k] * kl
+            count += 1
+    loss = trainer._compute_loss(trainer.model, batch)
+    assert loss.item() == pytest.approx(total / count, abs=1e-5)
+    logged = trainer._metrics["eval"]
+    assert logged["kl/t1"][-1] > 0 and logged["kl/t2"][-1] > 0
+
+
+def test_stage2_reference_is_the_base_model_not_stage1(tiny_model_dir, tmp_path, scripted):
+    stage1 = perturbed_copy(tiny_model_dir, tmp_path / "stage1", scale=0.2)
+    trainer, _ = make_trainer(stage1, tiny_model_dir, 2, tmp_path, scripted)
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    s1 = AutoModelForCausalLM.from_pretrained(stage1)
+    ref_state = trainer.accelerator.unwrap_model(trainer.ref_model).state_dict()
+    for name, p in base.state_dict().items():
+        assert torch.equal(ref_state[name], p), name
+    pol_state = trainer.model.state_dict()
+    assert any(not torch.equal(pol_state[n], p) for n, p in base.state_dict().items())
+    assert all(torch.equal(pol_state[n], p) for n, p in s1.state_dict().items())
+    assert trainer.model.config._name_or_path == str(stage1)
