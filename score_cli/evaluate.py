@@ -126,8 +126,13 @@ def validate(cfg: EvalConfig) -> None:
         raise ScoreError(f"unknown --backend '{cfg.backend}': use transformers or vllm")
 
 
-def evaluate(cfg: EvalConfig, progress: Progress | None = None, *, model=None, tokenizer=None) -> EvalResult:
-    """Run (or resume) an evaluation and write samples.jsonl and metrics.json to cfg.output_dir."""
+def evaluate(
+    cfg: EvalConfig, progress: Progress | None = None, *, model=None, tokenizer=None, generator=None
+) -> EvalResult:
+    """Run (or resume) an evaluation and write samples.jsonl and metrics.json to cfg.output_dir.
+
+    `model`/`tokenizer` skip loading `cfg.model`; `generator` replaces generation (tests script it).
+    """
     progress = progress or Progress()
     validate(cfg)
     task, problems = load_task(
@@ -141,12 +146,16 @@ def evaluate(cfg: EvalConfig, progress: Progress | None = None, *, model=None, t
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / SETTINGS_FILE, cfg.identity())
 
-    if model is None or tokenizer is None:
-        from score_cli.models import load_causal_lm, load_tokenizer
+    if tokenizer is None:
+        from score_cli.models import load_tokenizer
 
         tokenizer = load_tokenizer(cfg.model)
-        model = load_causal_lm(cfg.model, device=cfg.device, dtype=cfg.dtype)
-    generator = make_generator(cfg, model, tokenizer, progress)
+    if generator is None:
+        if model is None and cfg.backend == "transformers":
+            from score_cli.models import load_causal_lm
+
+            model = load_causal_lm(cfg.model, device=cfg.device, dtype=cfg.dtype)
+        generator = make_generator(cfg, model, tokenizer, progress)
 
     progress.start(len(problems))
     progress.problems(len(problems) - len(todo))

@@ -33,27 +33,41 @@ def tiny_model_dir(tmp_path_factory, char_tokenizer):
 
 
 class ScriptedGenerator:
-    """A policy with fixed attempt texts: `script[question] = [attempt-1 text, attempt-2 text, ...]`.
+    """A policy with fixed attempt texts: `script[question] = [attempt-1 text, attempt-2 text, ...]`,
+    or a list of such chains, one per sample (`--samples K`).
 
     It reads the question and the attempt number (count of instructions) from the input tokens,
     as a real model would see them, so it also checks that attempt k+1's input carries the history.
     """
 
-    def __init__(self, tokenizer, script: dict[str, list[str]], instruction: str):
+    def __init__(self, tokenizer, script: dict, instruction: str, fail_after: int | None = None):
         self.tokenizer = tokenizer
         self.script = script
         self.instruction = instruction
+        self.fail_after = fail_after  # raise KeyboardInterrupt on this call (to test resuming)
         self.calls: list[list[list[int]]] = []
         self.generated_tokens = 0
 
+    def questions_seen(self, attempt: int = 0) -> list[str]:
+        return [self._question(self.tokenizer.decode(ids)) for call in self.calls for ids in call
+                if self.tokenizer.decode(ids).count(self.instruction) == attempt]
+
+    def _question(self, text: str) -> str:
+        return max((q for q in self.script if q in text), key=len)
+
     def __call__(self, inputs, *, group_size=1):
+        if self.fail_after is not None and len(self.calls) >= self.fail_after:
+            raise KeyboardInterrupt
         self.calls.append([list(x) for x in inputs])
-        outs = []
+        outs, seen = [], {}
         for ids in inputs:
             text = self.tokenizer.decode(ids)
-            question = next(q for q in self.script if q in text)
+            question = self._question(text)
             attempt = text.count(self.instruction)
-            reply = self.script[question][attempt]
+            chains = self.script[question]
+            chain = seen.get(question, 0)
+            seen[question] = chain + 1
+            reply = chains[chain][attempt] if isinstance(chains[0], list) else chains[attempt]
             out = self.tokenizer(reply, add_special_tokens=False)["input_ids"] + [self.tokenizer.eos_token_id]
             outs.append(out)
             self.generated_tokens += len(out)
