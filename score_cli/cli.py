@@ -196,9 +196,9 @@ def with_config_options(fn):
 
 def _run_training(req) -> None:
     from score_cli.train import run_stage
-    from score_cli.ui import stdout
+    from score_cli.ui import stdout, training_progress
 
-    result = run_stage(req)
+    result = run_stage(req, callbacks=[training_progress()])
     if result.interrupted:
         stdout.print(f"interrupted at step {result.record['interrupted_at_step']}; checkpoint saved in "
                      f"{result.output_dir}: continue with the same command and --resume")
@@ -260,6 +260,20 @@ def stage2_cmd(
     _run_training(TrainRequest(stage=2, from_checkpoint=from_checkpoint, recipe=recipe, bench=bench, data=data,
                                question_field=question_field, answer_field=answer_field, limit=limit,
                                output_dir=output_dir, resume=resume, overrides=overrides or {}))
+
+
+@app.command("report")
+@user_errors
+def report_cmd(
+    run_dir: Annotated[str, typer.Argument(help="A stage or eval output directory.")],
+    out: Annotated[str | None, typer.Option(help="Where the PNG files go [default: RUN_DIR].")] = None,
+) -> None:
+    """Draw a run's training curves (reward, Delta, KL per attempt) and eval transitions as PNG files."""
+    from score_cli.report import report
+    from score_cli.ui import stdout
+
+    for path in report(run_dir, out):
+        stdout.print(f"wrote {path}")
 
 
 def main() -> None:

@@ -228,9 +228,20 @@ def _load_bench(bench: str, *, split: str, seed: int) -> tuple[Task, list[Proble
 
 
 def _math_train_rows() -> list[dict]:
-    """MATH's 12k training problems: everything in MATH outside MATH500 (Lightman et al.'s split)."""
-    ds = _hub_dataset("EleutherAI/hendrycks_math", split="train", bench="math")  # placeholder, replaced below
-    return list(ds)
+    """The paper's 12k MATH training problems: MATH train (7.5k) plus the MATH test problems that
+    are not in MATH500 (Lightman et al.'s split), with the gold answer taken from the solution's box.
+    """
+    from score_cli.math_grader import extract_answer
+
+    math500 = {r["problem"] for r in _hub_dataset("HuggingFaceH4/MATH-500", split="test", bench="math")}
+    rows = []
+    for split in ("train", "test"):
+        for i, r in enumerate(_hub_dataset("DigitalLearningGmbH/MATH-lighteval", split=split, bench="math")):
+            answer = extract_answer(r["solution"])
+            if r["problem"] in math500 or answer is None:
+                continue
+            rows.append({"unique_id": f"{split}/{r.get('type', '')}/{i}", "problem": r["problem"], "answer": answer})
+    return rows
 
 
 def champ_problems() -> list[Problem]:

@@ -256,6 +256,11 @@ def run_stage(req: TrainRequest, *, callbacks: list | None = None) -> TrainResul
             data["model"], config, task, problems, processing_class=tokenizer,
             callbacks=[stopper, *(callbacks or [])],
         )
+        if callbacks:  # the caller draws progress itself: drop transformers' tqdm bar and log printer
+            from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+            trainer.remove_callback(ProgressCallback)
+            trainer.remove_callback(PrinterCallback)
         stopper.install()
         try:
             trainer.train(resume_from_checkpoint=checkpoint)

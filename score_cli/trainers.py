@@ -76,7 +76,14 @@ class SCoReConfig(GRPOConfig):
         metadata={"help": "Reference model of the KL; score sets it to the base model in both stages."},
     )
     max_attempt_length: int = field(default=512, metadata={"help": "Maximum new tokens per attempt."})
+    single_turn: bool = field(
+        default=False,
+        metadata={"help": "Ablation: one attempt, A = r(y1) - b, KL beta1 (the paper's single-turn RL baseline)."},
+    )
     beta: float = field(default=0.0, metadata={"help": "Derived from beta1/beta2; do not set."})
+    report_to: str | list[str] | None = field(
+        default="tensorboard", metadata={"help": "Where metrics go: tensorboard, wandb, none (or a list)."}
+    )
     bf16: bool | None = field(default=None, metadata={"help": "bf16 mixed precision; default: on with CUDA."})
     activation_checkpointing: bool | None = field(
         default=None, metadata={"help": "Recompute activations to save memory; default: on with CUDA, off on CPU."}
@@ -245,7 +252,7 @@ class SCoReTrainer(GRPOTrainer):
             return self._grade(problem_id, [a[0] for a in attempt_texts])
 
         def t2(completions, problem_id, attempt_texts, **_):
-            return self._grade(problem_id, [a[1] for a in attempt_texts])
+            return self._grade(problem_id, [a[-1] for a in attempt_texts])  # = t1 with single_turn
 
         # The reference is the base model: TRL loads it from the policy's `_name_or_path`, so point
         # that at `ref_model` while TRL builds it (Stage II: the policy is Stage I, the ref is base).
@@ -268,6 +275,8 @@ class SCoReTrainer(GRPOTrainer):
             self.model.config._name_or_path = own_name
         # The logged `reward` is the stage's objective: r(y2) in Stage I; r1 + r2 + alpha (r2 - r1) in Stage II.
         weights = [0.0, 1.0] if args.stage == 1 else [1.0 - args.alpha, 1.0 + args.alpha]
+        if args.single_turn:
+            weights = [1.0, 0.0]
         self.reward_weights = torch.tensor(weights, dtype=torch.float32)
         self._attempt_rewards: torch.Tensor | None = None
 
@@ -286,7 +295,8 @@ class SCoReTrainer(GRPOTrainer):
 
         first = [first_attempt_ids(self.processing_class, self.task, self._by_question[q]) for q in prompts]
         rollouts = run_attempts(
-            generate, first, turns=2, instruction=self._instruction_ids, eos_id=self._eos_id,
+            generate, first, turns=1 if self.args.single_turn else 2,
+            instruction=self._instruction_ids, eos_id=self._eos_id,
             group_size=self.num_generations if self.model.training else self.num_generations_eval,
         )
         completion_ids, env_mask, turn_ids, logprobs = [], [], [], []
@@ -319,10 +329,13 @@ class SCoReTrainer(GRPOTrainer):
         mode = "train" if self.model.training else "eval"
         group = self.num_generations if mode == "train" else self.num_generations_eval
         r1, r2 = self._attempt_rewards[:, 0], self._attempt_rewards[:, 1]  # (N_all,)
-        R1, R2 = score_returns(r1, r2, stage=args.stage, alpha=args.alpha, gamma=args.gamma)
+        if args.single_turn:  # one attempt, rewarded like Stage II's attempt 1
+            R1, R2 = r1, torch.zeros_like(r1)
+        else:
+            R1, R2 = score_returns(r1, r2, stage=args.stage, alpha=args.alpha, gamma=args.gamma)
         A1 = R1 - baseline(R1, group, args.baseline)
         A2 = R2 - baseline(R2, group, args.baseline)
-        if args.stage == 1 and args.gamma == 0:
+        if args.stage == 1 and args.gamma == 0 and not args.single_turn:
             A1 = torch.zeros_like(A1)  # attempt 1 gets no reward gradient in Stage I
 
         # Keep this process's rollouts, then spread per attempt over the completion tokens.
@@ -332,7 +345,7 @@ class SCoReTrainer(GRPOTrainer):
         turn = torch.full((n, width), NOT_GENERATED, dtype=torch.long, device=out["completion_ids"].device)
         for i, x in enumerate(inputs):
             turn[i, : len(x["turn_ids"])] = torch.tensor(x["turn_ids"])
-        kl1 = args.beta2 if args.stage == 1 else args.beta1
+        kl1 = args.beta2 if args.stage == 1 and not args.single_turn else args.beta1
         out["advantages"] = per_token(turn, [A1[local], A2[local]])  # (B, T)
         out["kl_coef"] = per_token(turn, [torch.tensor(kl1), torch.tensor(args.beta1)])  # (B, T)
         out["turn"] = turn
@@ -350,9 +363,9 @@ class SCoReTrainer(GRPOTrainer):
             m[f"advantage/{k}/mean"].append(A.mean().item())
             m[f"advantage/{k}/std"].append(A.std().item() if A.numel() > 1 else 0.0)
         lengths = torch.tensor([x["attempt_lengths"] for x in inputs], dtype=torch.float32, device=turn.device)
-        lengths = self.accelerator.gather(lengths)  # (N_all, 2)
-        m["length/t1"].append(lengths[:, 0].mean().item())
-        m["length/t2"].append(lengths[:, 1].mean().item())
+        lengths = self.accelerator.gather(lengths)  # (N_all, attempts)
+        for k in range(lengths.size(1)):
+            m[f"length/t{k + 1}"].append(lengths[:, k].mean().item())
         return out
 
     # -- the loss ---------------------------------------------------------------------------------------

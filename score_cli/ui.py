@@ -80,3 +80,45 @@ def results_table(title: str, rows: Sequence[tuple[str, dict[str, dict[str, floa
 def _with_ci(e: dict[str, float], signed: bool = False) -> str:
     v = f"{100 * e['value']:+.1f}" if signed else pct(e["value"])
     return f"{v} [{pct(e['low'])}, {pct(e['high'])}]"
+
+
+def training_progress():
+    """A TrainerCallback drawing a rich progress bar with the per-step SCoRe metrics."""
+    from transformers import TrainerCallback
+
+    class RichTraining(TrainerCallback):
+        KEYS = (("reward/t1", "r1"), ("reward/t2", "r2"), ("delta", "Δ"), ("i2c", "i→c"), ("c2i", "c→i"),
+                ("kl/t1", "kl1"), ("kl/t2", "kl2"), ("loss", "loss"))
+
+        def __init__(self):
+            self.bar = None
+            self.task = None
+            self.last = ""
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            if not state.is_world_process_zero:
+                return
+            self.bar = Progress(
+                TextColumn("[bold]training"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                TextColumn("{task.fields[stats]}"), console=console,
+            )
+            self.bar.start()
+            self.task = self.bar.add_task("train", total=state.max_steps, completed=state.global_step, stats="")
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if self.bar is not None:
+                self.bar.update(self.task, completed=state.global_step)
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if self.bar is None or not logs:
+                return
+            parts = [f"{short} {logs[k]:.3f}" for k, short in self.KEYS if isinstance(logs.get(k), int | float)]
+            if parts:
+                self.bar.update(self.task, stats="  ".join(parts))
+
+        def on_train_end(self, args, state, control, **kwargs):
+            if self.bar is not None:
+                self.bar.stop()
+                self.bar = None
+
+    return RichTraining()
