@@ -242,6 +242,9 @@ def stage1_cmd(
 @with_config_options
 def stage2_cmd(
     from_checkpoint: Annotated[str | None, typer.Option(help="Output directory of `score stage1`.")] = None,
+    model: Annotated[
+        str | None, typer.Option(help="Ablation: run Stage II straight from this base model, without Stage I.")
+    ] = None,
     recipe: Recipe = None,
     bench: Annotated[str | None, typer.Option(help="Training data [default: Stage I's].")] = None,
     data: Data = None,
@@ -257,8 +260,8 @@ def stage2_cmd(
     from score_cli.train import TrainRequest
 
     setup_logging(verbose)
-    _run_training(TrainRequest(stage=2, from_checkpoint=from_checkpoint, recipe=recipe, bench=bench, data=data,
-                               question_field=question_field, answer_field=answer_field, limit=limit,
+    _run_training(TrainRequest(stage=2, from_checkpoint=from_checkpoint, model=model, recipe=recipe, bench=bench,
+                               data=data, question_field=question_field, answer_field=answer_field, limit=limit,
                                output_dir=output_dir, resume=resume, overrides=overrides or {}))
 
 
@@ -274,6 +277,41 @@ def report_cmd(
 
     for path in report(run_dir, out):
         stdout.print(f"wrote {path}")
+
+
+toy_app = typer.Typer(help="The embedded toy world: an offline base model and math task.", no_args_is_help=True)
+app.add_typer(toy_app, name="toy")
+
+
+@toy_app.command("init")
+@user_errors
+def toy_init_cmd(
+    out: Annotated[str, typer.Option(help="Where the toy base model is saved.")] = "runs/toy-base",
+    seed: Seed = 0,
+) -> None:
+    """Build a tokenizer and train the toy base model from scratch on CPU (saved with save_pretrained)."""
+    from score_cli.toy import train_toy_model
+    from score_cli.ui import stdout
+
+    setup_logging(True)
+    path = train_toy_model(out, seed=seed)
+    stdout.print(f"toy base model in {path}: use it with --model {path} (e.g. score eval --bench toy)")
+
+
+@app.command("demo")
+@user_errors
+def demo_cmd(
+    root: Annotated[str, typer.Option(help="Where the demo's runs go (reused when present).")] = "runs/demo",
+    seed: Seed = 0,
+) -> None:
+    """The main job end to end, offline: toy base model, Stage I, Stage II, and eval of all three."""
+    from score_cli.demo import run_demo
+    from score_cli.ui import console, eval_progress, results_table, stdout, training_progress
+
+    setup_logging(False)
+    rows = run_demo(root, seed=seed, on_step=lambda s: console.print(f"[bold cyan]==>[/] {s}"),
+                    callbacks=[training_progress()], progress=eval_progress)
+    stdout.print(results_table("toy world: held-out test problems", rows))
 
 
 def main() -> None:

@@ -120,9 +120,17 @@ def resolve(req: TrainRequest) -> tuple[dict[str, Any], dict[str, Any], dict[str
             raise ScoreError("no model given: pass --model HUB_ID_OR_DIR (or set 'model' in the recipe)")
         check_model_source(data["model"])
         lineage = {"base_model": data["model"], "policy_init": data["model"]}
+    elif not req.from_checkpoint and req.model:  # the paper's ablation: Stage II without Stage I
+        check_model_source(data["model"])
+        lineage = {"base_model": data["model"], "policy_init": data["model"]}
     else:
         if not req.from_checkpoint:
-            raise ScoreError("Stage II starts from a Stage I output: pass --from-checkpoint DIR")
+            raise ScoreError(
+                "Stage II starts from a Stage I output: pass --from-checkpoint DIR (or --model BASE for the "
+                "ablation without Stage I)"
+            )
+        if req.model:
+            raise ScoreError("pass either --from-checkpoint (a Stage I output) or --model (a base model), not both")
         src = req.from_checkpoint
         if not Path(src).is_dir():
             raise ScoreError(f"--from-checkpoint {src} does not exist: pass the output directory of `score stage1`")

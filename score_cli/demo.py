@@ -1,0 +1,87 @@
+"""`make demo`: the whole pipeline in the embedded toy world, offline, on a CPU.
+
+Builds the toy base model once (then reuses it), trains Stage I and Stage II from it with
+`recipes/toy.yaml`, evaluates the base and both stages on the toy test split, and returns one
+side-by-side table. Every step is skipped when its output already exists, so an interrupted demo
+picks up where it stopped.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+from score_cli.errors import ScoreError
+from score_cli.evaluate import METRICS_FILE, EvalConfig, evaluate
+from score_cli.models import read_run_record
+from score_cli.rollout import Decoding
+from score_cli.train import TrainRequest, last_complete_checkpoint, run_stage
+
+log = logging.getLogger(__name__)
+
+RECIPES = Path(__file__).resolve().parents[1] / "recipes"
+# How the toy world is evaluated: sampled like the paper's training (the toy models are tiny, so
+# greedy decoding hides most of their errors); several samples per problem shrink the intervals.
+TOY_EVAL = {"limit": 300, "samples": 4, "decoding": Decoding(max_new_tokens=160, temperature=1.0, batch_size=64)}
+
+
+def recipe_path(name: str) -> str:
+    path = RECIPES / name
+    if not path.exists():
+        raise ScoreError(f"recipe {path} is missing: run the demo from a clone of the score repository")
+    return str(path)
+
+
+def ensure_base(root: Path, seed: int = 0, on_step: Callable[[str], None] = lambda s: None) -> Path:
+    from score_cli.toy import train_toy_model
+
+    base = root / "base"
+    if (base / "toy_model.json").exists():
+        on_step(f"toy base model: reusing {base}")
+        return base
+    on_step("toy base model: training from scratch (a few minutes on a CPU)")
+    return Path(train_toy_model(base, seed=seed))
+
+
+def ensure_stage(stage: int, out: Path, *, recipe: str, callbacks=None, **request) -> Path:
+    record = read_run_record(out) if out.exists() else None
+    if record and record.get("finished"):
+        return out
+    resume = last_complete_checkpoint(out) is not None or record is not None
+    run_stage(TrainRequest(stage=stage, recipe=recipe, output_dir=str(out), resume=resume, **request),
+              callbacks=callbacks)
+    return out
+
+
+def ensure_eval(model: Path, out: Path, *, seed: int = 0, progress=None) -> dict:
+    """Evaluate `model` on the toy test split; `progress(name)` is a context giving progress callbacks."""
+    import json
+    from contextlib import nullcontext
+
+    from score_cli.evaluate import Progress
+
+    if (out / METRICS_FILE).exists():
+        return json.loads((out / METRICS_FILE).read_text())["metrics"]
+    cfg = EvalConfig(model=str(model), bench="toy", output_dir=str(out), resume=(out / "samples.jsonl").exists(),
+                     limit=TOY_EVAL["limit"], samples=TOY_EVAL["samples"], decoding=TOY_EVAL["decoding"])
+    cfg.decoding.seed = seed
+    with progress(out.name) if progress else nullcontext(Progress()) as callbacks:
+        return evaluate(cfg, callbacks).metrics
+
+
+def run_demo(root: str = "runs/demo", *, seed: int = 0, on_step: Callable[[str], None] = lambda s: None,
+             callbacks=None, progress=None) -> list[tuple[str, dict]]:
+    """Base -> Stage I -> Stage II in the toy world; returns [(model name, eval metrics)]."""
+    root_dir = Path(root)
+    recipe = recipe_path("toy.yaml")
+    base = ensure_base(root_dir, seed, on_step)
+    on_step("Stage I")
+    s1 = ensure_stage(1, root_dir / "stage1", recipe=recipe, model=str(base), callbacks=callbacks)
+    on_step("Stage II")
+    s2 = ensure_stage(2, root_dir / "stage2", recipe=recipe, from_checkpoint=str(s1), callbacks=callbacks)
+    rows = []
+    for name, model in (("base", base), ("stage1", s1), ("stage2", s2)):
+        on_step(f"evaluating {name}")
+        rows.append((name, ensure_eval(model, root_dir / f"eval-{name}", seed=seed, progress=progress)))
+    return rows
