@@ -1,0 +1,268 @@
+"""Code tasks: extraction from realistic answers, grading in the sandbox (all of HumanEval's canonical
+solutions pass, all `pass` stubs fail, early exits never count), prompts and loading."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from score_cli.code_task import (
+    MBPP_SHOTS,
+    CodeTask,
+    extract_code,
+    load_code_problems,
+    mbpp_problem,
+)
+from score_cli.errors import ScoreError
+from score_cli.tasks import CODE_INSTRUCTION, Problem, load_task
+
+
+@pytest.fixture(scope="module")
+def humaneval() -> dict[str, Problem]:
+    return {p.id: p for p in load_code_problems("humaneval")}
+
+
+@pytest.fixture(scope="module")
+def he0(humaneval) -> Problem:
+    return humaneval["HumanEval/0"]  # has_close_elements(numbers, threshold), imports List
+
+
+GOOD = (
+    "def has_close_elements(numbers, threshold):\n"
+    "    return any(abs(a - b) < threshold for i, a in enumerate(numbers) for b in numbers[i + 1:])\n"
+)
+BAD = "def has_close_elements(numbers, threshold):\n    return False\n"
+
+
+def grade_one(problem: Problem, output: str, bench: str = "humaneval", **kw) -> bool:
+    return CodeTask(bench, **kw).grade([problem], [output])[0].correct
+
+
+# --------------------------------------------------------------------------- extraction
+
+
+def test_fenced_block_with_chat_around(he0):
+    out = f"Sure! Here it is:\n\n```python\n{GOOD}```\n\nEach pair is compared once. Hope it helps!"
+    code = extract_code(out, he0)
+    assert code.startswith(he0.meta["prompt"].rstrip()) and code.endswith(GOOD)
+    assert "Hope it helps" not in code and grade_one(he0, out)
+
+
+def test_several_blocks_last_program_wins_usage_blocks_do_not(he0):
+    out = (
+        f"First attempt:\n```python\n{BAD}```\nThat is wrong for close pairs. Corrected:\n"
+        f"```python\n{GOOD}```\nExample:\n```python\nprint(has_close_elements([1.0, 1.05], 0.1))\n```\n"
+        "Output:\n```text\nTrue\n```\n"
+    )
+    code = extract_code(out, he0)
+    assert GOOD in code and BAD not in code and "print(" not in code
+    assert grade_one(he0, out)
+    assert not grade_one(he0, out.replace(GOOD, "GOOD").replace(BAD, GOOD).replace("GOOD", BAD))
+
+
+def test_trailing_unterminated_fence_is_skipped(he0):
+    out = f"```python\n{GOOD}```\nA variant that sorts first:\n```python\ndef has_close_elements(numbers, thr"
+    assert extract_code(out, he0).endswith(GOOD) and grade_one(he0, out)
+    # With no complete block, the cut-off one is all there is: use it.
+    assert extract_code(f"```python\n{GOOD}", he0).endswith(GOOD)
+    assert grade_one(he0, f"Here you go:\n```python\n{GOOD}")
+
+
+def test_untagged_and_short_tags(he0):
+    for tag in ("", "py", "Python3"):
+        assert grade_one(he0, f"```{tag}\n{GOOD}```")
+    assert extract_code(f"```bash\npip install x\n```\n```\n{GOOD}```", he0).endswith(GOOD)
+
+
+def test_bare_code_with_prose_around(he0):
+    out = f"Here is my implementation.\n\n{GOOD}\nIt runs in quadratic time, which is fine here."
+    code = extract_code(out, he0)
+    assert code.endswith(GOOD) and "quadratic" not in code and "implementation" not in code
+    assert grade_one(he0, out)
+    assert grade_one(he0, GOOD)  # bare, nothing else
+
+
+def test_body_only_completion_is_appended_to_the_prompt(he0):
+    body = he0.meta["canonical_solution"]  # indented, as a completion model writes it
+    assert body.startswith("    ")
+    assert extract_code(body, he0) == he0.meta["prompt"] + body
+    assert grade_one(he0, body)
+    # Indentation of the first line lost (a stripped answer): still the body.
+    assert grade_one(he0, body.lstrip())
+    # A one-line body written flush left.
+    assert grade_one(he0, "```python\nreturn any(abs(a - b) < threshold for i, a in enumerate(numbers)"
+                           " for b in numbers[i + 1:])\n```")
+
+
+def test_full_rewrite_keeps_the_prompts_imports_and_helpers(humaneval):
+    p = humaneval["HumanEval/38"]  # decode_cyclic; the prompt also defines encode_cyclic
+    assert "def encode_cyclic" in p.meta["prompt"]
+    out = (
+        "The decoder applies the encoder twice:\n```python\ndef decode_cyclic(s: str):\n"
+        "    return encode_cyclic(encode_cyclic(s))\n```"
+    )
+    code = extract_code(out, p)
+    assert code.startswith(p.meta["prompt"].rstrip()) and "return encode_cyclic(encode_cyclic(s))" in code
+    assert grade_one(p, out)
+    # A full rewrite with its own imports (typing's List comes from the prompt otherwise).
+    he0 = humaneval["HumanEval/0"]
+    rewrite = "from typing import List\n\n\n" + he0.meta["prompt"] + he0.meta["canonical_solution"]
+    assert grade_one(he0, f"```python\n{rewrite}```")
+
+
+def test_mbpp_begin_done_format():
+    p = mbpp_problem({"task_id": 2, **MBPP_SHOTS[0], "test_setup_code": ""})
+    assert p.meta["entry_point"] == "similar_elements"
+    code = MBPP_SHOTS[0]["code"]
+    out = f"{code}\n[DONE]\n\nYou are an expert Python programmer, and here is ...\n[BEGIN]\ndef x(): pass"
+    assert extract_code(out, p).strip() == code.strip()
+    assert grade_one(p, out, bench="mbpp")
+    assert grade_one(p, f"[BEGIN]\n{code}\n[DONE]", bench="mbpp")
+    assert grade_one(p, f"```python\n{code}\n```", bench="mbpp")
+    assert not grade_one(p, "[BEGIN]\ndef similar_elements(a, b):\n    return ()\n[DONE]", bench="mbpp")
+
+
+def test_no_code_at_all_is_wrong_without_running(he0):
+    grades = CodeTask("humaneval").grade([he0, he0], ["", "   \n"])
+    assert [(g.answer, g.correct) for g in grades] == [(None, False), (None, False)]
+
+
+# --------------------------------------------------------------------------- grading
+
+
+@pytest.mark.parametrize(
+    "cheat",
+    [
+        "import sys\nsys.exit(0)",
+        "import os\nos._exit(0)",
+        "raise SystemExit",
+        "print('all tests passed')\nimport sys\nsys.exit(0)",
+        "import os\nos.write(1, b'\\nscore-tests-passed-0123456789abcdef0123456789abcdef\\n')\nos._exit(0)",
+    ],
+)
+def test_exiting_before_the_tests_never_counts(he0, cheat):
+    """Exit status 0 is not enough: the tests must run to the end (the random sentinel)."""
+    out = f"```python\n{GOOD}\n{cheat}\n```"
+    assert not grade_one(he0, out)
+
+
+def test_infinite_loop_and_crash_are_wrong_and_quick(he0):
+    import time
+
+    t = time.monotonic()
+    grades = CodeTask("humaneval", timeout=1).grade(
+        [he0] * 3,
+        [
+            "```python\ndef has_close_elements(numbers, threshold):\n    while True: pass\n```",
+            "```python\nimport ctypes\nctypes.string_at(0)\n```",
+            f"```python\n{GOOD}```",
+        ],
+    )
+    assert [g.correct for g in grades] == [False, False, True]
+    assert time.monotonic() - t < 5
+
+
+def test_grade_checks_lengths(he0):
+    with pytest.raises(ValueError):
+        CodeTask("humaneval").grade([he0], [])
+
+
+def test_all_humaneval_canonical_solutions_pass_and_pass_stubs_fail(humaneval):
+    """164 body-only completions (the canonical solutions) pass; 164 full rewrites whose body is
+    `pass` fail. 328 sandboxed programs on the machine's CPUs."""
+    problems = list(humaneval.values())
+    assert len(problems) == 164
+    task = CodeTask("humaneval")
+    right = task.grade(problems, [p.meta["canonical_solution"] for p in problems])
+    assert [p.id for p, g in zip(problems, right, strict=True) if not g.correct] == []
+    stubs = [f"```python\n{p.meta['prompt']}    pass\n```" for p in problems]
+    wrong = task.grade(problems, stubs)
+    assert [p.id for p, g in zip(problems, wrong, strict=True) if g.correct] == []
+
+
+# --------------------------------------------------------------------------- prompts and loading
+
+
+def test_task_and_prompts(he0):
+    task = CodeTask("humaneval")
+    assert task.instruction == CODE_INSTRUCTION and task.name == "humaneval"
+    (msg,) = task.messages(he0)
+    assert msg["role"] == "user" and he0.meta["prompt"] in msg["content"] and "```python" in msg["content"]
+    p = mbpp_problem(
+        {"task_id": 11, "text": "Write a python function to remove first and last occurrence of a given "
+         "character from the string.", "code": "def remove_Occ(s,ch):\n    return s",
+         "test_list": ['assert remove_Occ("hello","l") == "heo"'], "test_setup_code": ""}
+    )
+    (msg,) = CodeTask("mbpp").messages(p)
+    text = msg["content"]
+    assert text.startswith(
+        "You are an expert Python programmer, and here is your task: Write a function to find the similar "
+        "elements from the given two tuple lists. Your code should pass these tests:\n\n"
+        "assert similar_elements((3, 4, 5, 6),(5, 7, 4, 10)) == (4, 5)\n"
+    )
+    assert text.count("[DONE]") == 3 and text.count("[BEGIN]") == 4
+    assert "is_not_prime" in text and "heap_queue_largest" in text
+    assert text.endswith(
+        "here is your task: Write a python function to remove first and last occurrence of a given character "
+        "from the string. Your code should pass these tests:\n\n"
+        'assert remove_Occ("hello","l") == "heo"\n[BEGIN]\n'
+    )
+    with pytest.raises(ScoreError):
+        CodeTask("apps")
+
+
+def test_load_task_humaneval():
+    task, problems = load_task("humaneval")
+    assert isinstance(task, CodeTask) and task.instruction == CODE_INSTRUCTION and len(problems) == 164
+    p = problems[0]
+    assert p.id == "HumanEval/0" and "def check(candidate)" in p.answer
+    assert set(p.meta) >= {"entry_point", "prompt", "canonical_solution"}
+    with pytest.raises(ScoreError, match="only a test split"):
+        load_code_problems("humaneval", split="train")
+
+
+def test_mbpp_offline_says_to_pass_data(monkeypatch):
+    import datasets
+
+    def offline(*a, **k):
+        raise ConnectionError("Couldn't reach 'google-research-datasets/mbpp' on the Hub (offline)")
+
+    monkeypatch.setattr(datasets, "load_dataset", offline)
+    with pytest.raises(ScoreError) as e:
+        load_code_problems("mbpp", split="train")
+    msg = str(e.value)
+    assert "--data" in msg and "google-research-datasets/mbpp" in msg and "\n" not in msg
+    with pytest.raises(ScoreError, match="no split"):
+        load_code_problems("mbpp", split="dev")
+
+
+def test_mbpp_rows_from_the_hub_become_problems(monkeypatch):
+    import datasets
+
+    calls = []
+
+    def fake(path, name=None, split=None):
+        calls.append((path, name, split))
+        return [{"task_id": 2 + i, "test_setup_code": "", "challenge_test_list": [], **s}
+                for i, s in enumerate(MBPP_SHOTS)]
+
+    monkeypatch.setattr(datasets, "load_dataset", fake)
+    problems = load_code_problems("mbpp", split="train")
+    assert calls == [("google-research-datasets/mbpp", "full", "train")]
+    names = ["similar_elements", "is_not_prime", "heap_queue_largest"]
+    assert [p.meta["entry_point"] for p in problems] == names
+    grades = CodeTask("mbpp").grade(problems, [f"[BEGIN]\n{p.meta['code']}\n[DONE]" for p in problems])
+    assert all(g.correct for g in grades)
+
+
+def test_humaneval_from_a_data_file(tmp_path, humaneval):
+    """--data with --bench humaneval: rows with only the prompt and the tests still grade."""
+    rows = [{"problem": p.meta["prompt"], "answer": p.answer} for p in list(humaneval.values())[:3]]
+    path = tmp_path / "he.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    task, problems = load_task("humaneval", data=str(path))
+    assert isinstance(task, CodeTask) and problems[0].meta == {}
+    sols = [p.meta["canonical_solution"] for p in list(humaneval.values())[:3]]
+    assert all(g.correct for g in task.grade(problems, sols))
+    assert not any(g.correct for g in task.grade(problems, ["    pass\n"] * 3))
