@@ -16,7 +16,10 @@ stdout = Console()
 
 @contextmanager
 def eval_progress(description: str = "evaluating"):
-    """A progress bar over problems showing problems/s and generated tokens/s."""
+    """A progress bar over problems showing problems/s and generated tokens/s.
+
+    The bar appears when evaluation starts, so input errors found before it leave no trace.
+    """
     from score_cli.evaluate import Progress as Callbacks
 
     bar = Progress(
@@ -27,10 +30,8 @@ def eval_progress(description: str = "evaluating"):
         TextColumn("{task.fields[tps]:.0f} tok/s"),
         TimeElapsedColumn(),
         console=console,
-        transient=False,
     )
-    state = {"t0": time.perf_counter(), "tokens": 0, "problems": 0, "resumed": None}
-    task_id = bar.add_task(description, total=None, pps=0.0, tps=0.0)
+    state = {"t0": time.perf_counter(), "tokens": 0, "problems": 0, "resumed": None, "task": None}
 
     def rates():
         dt = max(time.perf_counter() - state["t0"], 1e-9)
@@ -38,21 +39,24 @@ def eval_progress(description: str = "evaluating"):
 
     def on_start(total: int) -> None:
         state["t0"] = time.perf_counter()
-        bar.update(task_id, total=total)
+        state["task"] = bar.add_task(description, total=total, pps=0.0, tps=0.0)
+        bar.start()
 
     def on_tokens(n: int) -> None:
         state["tokens"] += n
-        bar.update(task_id, **rates())
+        bar.update(state["task"], **rates())
 
     def on_problems(n: int) -> None:
         if state["resumed"] is None:  # the first call reports problems resumed from disk
             state["resumed"] = n
         else:
             state["problems"] += n
-        bar.update(task_id, advance=n, **rates())
+        bar.update(state["task"], advance=n, **rates())
 
-    with bar:
+    try:
         yield Callbacks(start=on_start, tokens=on_tokens, problems=on_problems)
+    finally:
+        bar.stop()
 
 
 def pct(x: float) -> str:

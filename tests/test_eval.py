@@ -73,6 +73,10 @@ def test_scripted_eval_outputs_and_metrics(data_file, tmp_path, char_tokenizer, 
 
 def test_resume_after_interruption_loses_nothing(data_file, tmp_path, char_tokenizer, scripted):
     out = tmp_path / "out"
+
+    def policy():
+        return scripted(char_tokenizer, SCRIPT, MATH_INSTRUCTION)
+
     # chunks of 3 problems, 2 generate calls per chunk: dies in the second chunk
     with pytest.raises(KeyboardInterrupt):
         run(config(data_file, out), char_tokenizer, scripted(char_tokenizer, SCRIPT, MATH_INSTRUCTION, fail_after=3))
@@ -83,10 +87,10 @@ def test_resume_after_interruption_loses_nothing(data_file, tmp_path, char_token
     gen = scripted(char_tokenizer, SCRIPT, MATH_INSTRUCTION)
     res = run(config(data_file, out, resume=True), char_tokenizer, gen)
     assert sorted(gen.questions_seen(0)) == sorted(list(PROBLEMS)[3:])  # finished problems not redone
-    fresh = run(config(data_file, tmp_path / "fresh"), char_tokenizer, scripted(char_tokenizer, SCRIPT, MATH_INSTRUCTION))
+    fresh = run(config(data_file, tmp_path / "fresh"), char_tokenizer, policy())
     assert res.metrics == fresh.metrics
     with pytest.raises(ScoreError, match="other settings"):
-        run(config(data_file, out, resume=True, turns=3), char_tokenizer, scripted(char_tokenizer, SCRIPT, MATH_INSTRUCTION))
+        run(config(data_file, out, resume=True, turns=3), char_tokenizer, policy())
 
 
 def test_samples_majority_vote(data_file, tmp_path, char_tokenizer, scripted):
@@ -128,7 +132,7 @@ runner = CliRunner()
 
 def cli_error(args, match):
     result = runner.invoke(app, ["eval", *args])
-    text = result.output + (result.stderr if result.stderr_bytes is not None else "")
+    text = result.output  # stdout and stderr together
     assert result.exit_code == 2, text
     assert "Traceback" not in text
     lines = [x for x in text.strip().splitlines() if x.strip()]
