@@ -65,6 +65,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     with tempfile.TemporaryDirectory() as tmp:
         tok = build_char_tokenizer()
+        tok.padding_side = "left"
         model = tiny_causal_lm(tok, hidden=args.hidden, layers=args.layers, heads=4)
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)

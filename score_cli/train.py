@@ -252,6 +252,7 @@ def run_stage(req: TrainRequest, *, callbacks: list | None = None) -> TrainResul
         "config": json.loads(config.to_json_string()),
         "finished": False,
         "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "resumed_from": checkpoint,
     }
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / RUN_RECORD, record)
