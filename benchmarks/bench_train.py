@@ -3,7 +3,8 @@
 Same model, prompts, batch, number of generations, learning rate and per-attempt length; a random
 tiny model rarely emits EOS, so both generate their full lengths. A SCoRe step generates and trains
 on two attempts (plus the instruction between them), so about 2x is the natural cost; the goal is
-at most 2.0x.
+at most 2.0x. The toy's character-level tokenizer makes the instruction as long as an attempt, so
+the time per token (prompt + completion tokens each step processes) is reported too.
 
     python benchmarks/bench_train.py [--steps 6] [--max-new-tokens 32] [--out FILE]
 """
@@ -86,12 +87,14 @@ def main(argv: list[str] | None = None) -> dict:
                             scale_rewards="none", activation_checkpointing=False, **common),
         )
         grpo.train()
+        grpo_tokens = grpo.state.num_input_tokens_seen / grpo.state.global_step
         score = SCoReTrainer(
             tmp, SCoReConfig(output_dir=str(Path(tmp) / "s"), max_attempt_length=args.max_new_tokens, stage=1,
                              ref_model=tmp, activation_checkpointing=False, **common),
             task, problems, processing_class=tok, callbacks=[timer_score],
         )
         score.train()
+        score_tokens = score.state.num_input_tokens_seen / score.state.global_step
 
     g = statistics.median(timer_grpo.times[1:])  # the first step warms up
     s = statistics.median(timer_score.times[1:])
@@ -104,6 +107,9 @@ def main(argv: list[str] | None = None) -> dict:
         "score_two_attempt_step_s": round(s, 3),
         "ratio": round(s / g, 3),
         "goal": "<= 2.0",
+        "grpo_tokens_per_step": round(grpo_tokens),
+        "score_tokens_per_step": round(score_tokens),
+        "ratio_per_token": round((s / score_tokens) / (g / grpo_tokens), 3),
     }
     print(json.dumps(results, indent=2))
     if args.out:
