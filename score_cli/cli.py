@@ -279,6 +279,22 @@ def report_cmd(
         stdout.print(f"wrote {path}")
 
 
+@app.command("export")
+@user_errors
+def export_cmd(
+    run_dir: Annotated[str, typer.Argument(help="A stage output directory trained with LoRA.")],
+    out: Annotated[str, typer.Option(help="Where the merged model goes.")],
+    merge: Annotated[bool, typer.Option(help="Merge the LoRA adapter into the base weights.")] = True,
+) -> None:
+    """Export a LoRA run as a plain model (adapter merged into the base), loadable anywhere."""
+    from score_cli.models import export_merged
+    from score_cli.ui import stdout
+
+    if not merge:
+        raise ScoreError("only --merge export is supported: the run directory already holds the adapter")
+    stdout.print(f"merged model in {export_merged(run_dir, out)}")
+
+
 toy_app = typer.Typer(help="The embedded toy world: an offline base model and math task.", no_args_is_help=True)
 app.add_typer(toy_app, name="toy")
 

@@ -22,7 +22,7 @@ def check_model_source(name: str) -> None:
     if path.exists():
         if not path.is_dir():
             raise ScoreError(f"model path {name} is a file: pass the directory written by save_pretrained")
-        if not (path / "config.json").exists():
+        if not (path / "config.json").exists() and not (path / "adapter_config.json").exists():
             raise ScoreError(
                 f"model directory {name} has no config.json: pass a directory written by save_pretrained "
                 "(a score run's output directory, or a downloaded hub snapshot)"
@@ -104,3 +104,23 @@ def read_run_record(path: str | os.PathLike) -> dict | None:
 def _first_line(e: BaseException) -> str:
     text = str(e).strip().splitlines()
     return (text[0] if text else type(e).__name__)[:200]
+
+
+def export_merged(src: str, out: str) -> Path:
+    """Write a LoRA run's adapter merged into its base as a plain model (plus the tokenizer)."""
+    from peft import AutoPeftModelForCausalLM
+
+    source = Path(os.path.expanduser(src))
+    if not (source / "adapter_config.json").exists():
+        raise ScoreError(f"{src} holds no LoRA adapter (adapter_config.json): only LoRA runs need --merge")
+    target = Path(out)
+    if target.exists() and any(target.iterdir()):
+        raise ScoreError(f"{target} is not empty: choose a new --out directory")
+    model = AutoPeftModelForCausalLM.from_pretrained(str(source)).merge_and_unload()
+    model.save_pretrained(target)
+    load_tokenizer(str(source)).save_pretrained(target)
+    record = read_run_record(source)
+    if record is not None:
+        record = {**record, "merged_from": str(source)}
+        (target / "score_run.json").write_text(json.dumps(record, indent=2, default=str))
+    return target

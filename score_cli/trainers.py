@@ -35,6 +35,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
+from accelerate.utils import is_peft_model
 from trl import GRPOConfig, GRPOTrainer
 from trl.trainer.utils import create_model_from_path
 
@@ -76,6 +77,12 @@ class SCoReConfig(GRPOConfig):
         metadata={"help": "Reference model of the KL; score sets it to the base model in both stages."},
     )
     max_attempt_length: int = field(default=512, metadata={"help": "Maximum new tokens per attempt."})
+    lora_r: int = field(default=0, metadata={"help": "LoRA rank; 0 trains all weights."})
+    lora_alpha: int = field(default=32, metadata={"help": "LoRA scaling alpha."})
+    lora_dropout: float = field(default=0.05, metadata={"help": "LoRA dropout."})
+    lora_target_modules: list[str] | None = field(
+        default=None, metadata={"help": "Modules that get LoRA adapters; default: all linear layers."}
+    )
     single_turn: bool = field(
         default=False,
         metadata={"help": "Ablation: one attempt, A = r(y1) - b, KL beta1 (the paper's single-turn RL baseline)."},
@@ -100,6 +107,10 @@ class SCoReConfig(GRPOConfig):
         for name in ("alpha", "beta1", "beta2", "gamma"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.lora_r < 0:
+            raise ValueError(f"lora_r must be >= 0, got {self.lora_r}")
+        if isinstance(self.lora_target_modules, str):
+            self.lora_target_modules = [m.strip() for m in self.lora_target_modules.split(",") if m.strip()]
         if self.loss_type not in ("dapo", "grpo"):
             raise ValueError(f"SCoReTrainer supports loss_type 'dapo' or 'grpo', got {self.loss_type!r}")
         cuda = torch.cuda.is_available()
@@ -209,6 +220,21 @@ def score_loss(
 # ---------------------------------------------------------------------------------------------
 
 
+def load_policy(name: str, args: SCoReConfig):
+    """The policy to train: a full model, or a saved LoRA adapter on its base (kept trainable)."""
+    import json
+    from pathlib import Path
+
+    adapter = Path(name) / "adapter_config.json"
+    if not adapter.exists():
+        return create_model_from_path(name, **(args.model_init_kwargs or {}))
+    from peft import PeftModel
+
+    base_name = json.loads(adapter.read_text())["base_model_name_or_path"]
+    base = create_model_from_path(base_name, **(args.model_init_kwargs or {}))
+    return PeftModel.from_pretrained(base, name, is_trainable=True)
+
+
 class SCoReTrainer(GRPOTrainer):
     """SCoRe on top of TRL's GRPOTrainer; see the module docstring for the hooks it overrides."""
 
@@ -233,7 +259,14 @@ class SCoReTrainer(GRPOTrainer):
         if len(self.problems) != len(problems):
             raise ValueError("problem ids must be unique")
         if isinstance(model, str):
-            model = create_model_from_path(model, **(args.model_init_kwargs or {}))
+            model = load_policy(model, args)
+        if peft_config is None and args.lora_r > 0 and not is_peft_model(model):
+            from peft import LoraConfig
+
+            peft_config = LoraConfig(
+                r=args.lora_r, lora_alpha=args.lora_alpha, lora_dropout=args.lora_dropout, task_type="CAUSAL_LM",
+                target_modules=args.lora_target_modules or "all-linear",
+            )
         if processing_class is None:
             from transformers import AutoTokenizer
 
@@ -273,6 +306,13 @@ class SCoReTrainer(GRPOTrainer):
         finally:
             model.config._name_or_path = own_name
             self.model.config._name_or_path = own_name
+        # With LoRA the reference is the policy with its adapter disabled, i.e. the base model. When
+        # Stage II re-trains Stage I's adapter, TRL keeps a frozen copy of it as "ref"; SCoRe's
+        # reference is the base, so drop that copy.
+        unwrapped = self.accelerator.unwrap_model(self.model)
+        if is_peft_model(unwrapped) and "ref" in unwrapped.peft_config:
+            unwrapped.delete_adapter("ref")
+            unwrapped.set_adapter("default")
         # The logged `reward` is the stage's objective: r(y2) in Stage I; r1 + r2 + alpha (r2 - r1) in Stage II.
         weights = [0.0, 1.0] if args.stage == 1 else [1.0 - args.alpha, 1.0 + args.alpha]
         if args.single_turn:
