@@ -194,9 +194,15 @@ def with_config_options(fn):
     return wrapper
 
 
-def _run_training(req) -> None:
-    from score_cli.train import run_stage
+def _run_training(req, dry_run: bool = False) -> None:
+    from score_cli.train import plan, run_stage
     from score_cli.ui import stdout, training_progress
+
+    if dry_run:
+        import yaml
+
+        stdout.print(yaml.safe_dump(plan(req), sort_keys=False, width=110), end="", highlight=False, markup=False)
+        return
 
     result = run_stage(req, callbacks=[training_progress()])
     if result.interrupted:
@@ -210,6 +216,9 @@ def _run_training(req) -> None:
 Recipe = Annotated[str | None, typer.Option(help="YAML recipe of config fields (see recipes/); options override it.")]
 OutputDir = Annotated[str | None, typer.Option(help=r"Run directory \[default: runs/stageN-MODEL].")]
 Resume = Annotated[bool, typer.Option(help="Continue from the last complete checkpoint in --output-dir.")]
+DryRun = Annotated[
+    bool, typer.Option(help="Print the resolved config, processes and batch sizes; load no model, train nothing.")
+]
 
 
 @app.command("stage1")
@@ -226,6 +235,7 @@ def stage1_cmd(
     output_dir: OutputDir = None,
     resume: Resume = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log details.")] = False,
+    dry_run: DryRun = False,
     overrides: dict | None = None,
 ) -> None:
     """Stage I: train attempt 2 for reward while a strong KL holds attempt 1 at the base model."""
@@ -234,7 +244,7 @@ def stage1_cmd(
     setup_logging(verbose)
     _run_training(TrainRequest(stage=1, model=model, recipe=recipe, bench=bench, data=data,
                                question_field=question_field, answer_field=answer_field, limit=limit,
-                               output_dir=output_dir, resume=resume, overrides=overrides or {}))
+                               output_dir=output_dir, resume=resume, overrides=overrides or {}), dry_run)
 
 
 @app.command("stage2")
@@ -254,6 +264,7 @@ def stage2_cmd(
     output_dir: OutputDir = None,
     resume: Resume = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log details.")] = False,
+    dry_run: DryRun = False,
     overrides: dict | None = None,
 ) -> None:
     """Stage II: multi-turn RL on both attempts with the alpha-scaled progress bonus; KL to the base."""
@@ -262,7 +273,7 @@ def stage2_cmd(
     setup_logging(verbose)
     _run_training(TrainRequest(stage=2, from_checkpoint=from_checkpoint, model=model, recipe=recipe, bench=bench,
                                data=data, question_field=question_field, answer_field=answer_field, limit=limit,
-                               output_dir=output_dir, resume=resume, overrides=overrides or {}))
+                               output_dir=output_dir, resume=resume, overrides=overrides or {}), dry_run)
 
 
 @app.command("report")

@@ -226,6 +226,29 @@ class StopOnSignal(TrainerCallback):
         return control
 
 
+def plan(req: TrainRequest) -> dict[str, Any]:
+    """What a stage would run, without loading a model or data: the resolved config and batch sizes."""
+    data, kwargs, lineage = resolve(req)
+    out = req.output_dir or default_output_dir(req.stage, lineage["policy_init"])
+    config = build_config(req.stage, kwargs, str(out), ref_model=lineage["base_model"])
+    processes = config.world_size
+    sequences = config.per_device_train_batch_size * config.gradient_accumulation_steps * processes
+    return {
+        "stage": req.stage,
+        "policy": lineage["policy_init"],
+        "reference (base)": lineage["base_model"],
+        "data": {k: v for k, v in data.items() if v is not None and k != "model"},
+        "output_dir": str(out),
+        "processes": processes,
+        "sequences per optimizer step (effective batch)": sequences,
+        "prompts per optimizer step": sequences // config.num_generations,
+        "rollouts per prompt (num_generations)": config.num_generations,
+        "sequences per generation round (generation_batch_size)": config.generation_batch_size,
+        "tokens per sequence (at most)": f"prompt + 2 x {config.max_attempt_length} + instruction",
+        "config": json.loads(config.to_json_string()),
+    }
+
+
 def run_stage(req: TrainRequest, *, callbacks: list | None = None) -> TrainResult:
     """Train one SCoRe stage as requested; returns where the model went and the run record."""
     from score_cli.models import load_tokenizer

@@ -168,3 +168,13 @@ def test_ctrl_c_saves_a_checkpoint_then_exits(tmp_path, tiny_model_dir, data_fil
     record = json.loads((out / "score_run.json").read_text())
     step = record["interrupted_at_step"]
     assert 0 < step < 500 and (out / f"checkpoint-{step}" / "trainer_state.json").exists()
+
+
+def test_dry_run_loads_nothing(tmp_path):
+    recipe = Path(__file__).resolve().parents[1] / "recipes" / "math_qwen2.5-math-1.5b.yaml"
+    r = invoke("stage1", "--model", "Qwen/Qwen2.5-Math-1.5B-Instruct", "--recipe", recipe, "--dry-run",
+               "--no-bf16", "--per-device-train-batch-size", 8, "--gradient-accumulation-steps", 2)
+    plan = yaml.safe_load(r.output)
+    assert plan["processes"] == 1 and plan["sequences per optimizer step (effective batch)"] == 16
+    assert plan["prompts per optimizer step"] == 2 and plan["config"]["max_steps"] == 300
+    assert plan["reference (base)"] == "Qwen/Qwen2.5-Math-1.5B-Instruct"
