@@ -174,6 +174,7 @@ def test_dry_run_loads_nothing(tmp_path):
     recipe = Path(__file__).resolve().parents[1] / "recipes" / "math_qwen2.5-math-1.5b.yaml"
     r = invoke("stage1", "--model", "Qwen/Qwen2.5-Math-1.5B-Instruct", "--recipe", recipe, "--dry-run",
                "--no-bf16", "--per-device-train-batch-size", 8, "--gradient-accumulation-steps", 2)
+    assert r.exit_code == 0, r.output
     plan = yaml.safe_load(r.output)
     assert plan["processes"] == 1 and plan["sequences per optimizer step (effective batch)"] == 16
     assert plan["prompts per optimizer step"] == 2 and plan["config"]["max_steps"] == 300
