@@ -32,7 +32,9 @@ def user_errors(fn):
         try:
             return fn(*args, **kwargs)
         except ScoreError as e:
-            console.print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+            from rich.markup import escape
+
+            console.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
             console.print("[bold yellow]interrupted[/]")
