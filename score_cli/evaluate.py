@@ -133,7 +133,8 @@ def evaluate(
 
     `model`/`tokenizer` skip loading `cfg.model`; `generator` replaces generation (tests script it).
     """
-    progress = progress or Progress()
+    dist = Distributed()
+    progress = progress if progress is not None and dist.is_main else Progress()
     validate(cfg)
     task, problems = load_task(
         cfg.bench, data=cfg.data, question_field=cfg.question_field, answer_field=cfg.answer_field,
@@ -143,8 +144,10 @@ def evaluate(
     done_ids = {r["id"] for r in done_rows}
     todo = [p for p in problems if p.id not in done_ids]
     out = Path(cfg.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(out / SETTINGS_FILE, cfg.identity())
+    dist.wait()  # every process has read the output directory before the first one writes to it
+    if dist.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(out / SETTINGS_FILE, cfg.identity())
 
     if tokenizer is None:
         from score_cli.models import load_tokenizer
@@ -154,7 +157,7 @@ def evaluate(
         if model is None and cfg.backend == "transformers":
             from score_cli.models import load_causal_lm
 
-            model = load_causal_lm(cfg.model, device=cfg.device, dtype=cfg.dtype)
+            model = load_causal_lm(cfg.model, device=dist.device(cfg.device), dtype=cfg.dtype)
         generator = make_generator(cfg, model, tokenizer, progress)
 
     progress.start(len(problems))
@@ -164,9 +167,11 @@ def evaluate(
     t0 = time.perf_counter()
     for start in range(0, len(todo), chunk):
         part = todo[start : start + chunk]
-        torch.manual_seed(cfg.decoding.seed * 1_000_003 + len(rows))
-        rows += rollout_rows(task, part, tokenizer, generator, turns=cfg.turns, samples=cfg.samples)
-        atomic_write_jsonl(out / SAMPLES_FILE, rows)
+        mine = part[dist.rank :: dist.world]  # with several processes, each takes every world-th problem
+        torch.manual_seed(cfg.decoding.seed * 1_000_003 + len(rows) * dist.world + dist.rank)
+        rows += dist.gather(rollout_rows(task, mine, tokenizer, generator, turns=cfg.turns, samples=cfg.samples))
+        if dist.is_main:
+            atomic_write_jsonl(out / SAMPLES_FILE, rows)
         progress.problems(len(part))
     elapsed = time.perf_counter() - t0
 
@@ -193,8 +198,41 @@ def evaluate(
         },
         "versions": versions(),
     }
-    atomic_write_json(out / METRICS_FILE, record)
+    if dist.is_main:
+        atomic_write_json(out / METRICS_FILE, record)
+    dist.wait()
     return EvalResult(metrics, record["summary"], out, rows, record)
+
+
+class Distributed:
+    """Several evaluation processes (`accelerate launch`): shard problems, gather rows on all."""
+
+    def __init__(self):
+        import os
+
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.state = None
+        if self.world > 1:
+            from accelerate import PartialState
+
+            self.state = PartialState(cpu=not torch.cuda.is_available())
+            self.world = self.state.num_processes
+        self.rank = self.state.process_index if self.state else 0
+        self.is_main = self.rank == 0
+
+    def device(self, requested: str) -> str:
+        return str(self.state.device) if self.state is not None and requested == "auto" else requested
+
+    def gather(self, rows: list[dict]) -> list[dict]:
+        if self.state is None:
+            return rows
+        from accelerate.utils import gather_object
+
+        return gather_object(rows)
+
+    def wait(self) -> None:
+        if self.state is not None:
+            self.state.wait_for_everyone()
 
 
 def make_generator(cfg: EvalConfig, model, tokenizer, progress: Progress):
