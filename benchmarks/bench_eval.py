@@ -39,7 +39,7 @@ def raw_generate_tokens_per_s(model, tok, inputs: list[list[int]], d: Decoding) 
     n_tokens, seconds = 0, 0.0
     for s in range(0, len(order), d.batch_size):
         idx = order[s : s + d.batch_size]
-        batch = tok.pad({"input_ids": [inputs[i] for i in idx]}, padding=True, return_tensors="pt")
+        batch = tok.pad({"input_ids": [inputs[i] for i in idx]}, padding=True, return_tensors="pt").to(model.device)
         t0 = time.perf_counter()
         with torch.inference_mode():
             out = model.generate(**batch, **generate_kwargs(d, [eos], tok.pad_token_id))
@@ -74,6 +74,8 @@ def main(argv: list[str] | None = None) -> dict:
         data.write_text("".join(json.dumps({"id": p.id, "problem": p.question, "answer": p.answer}) + "\n"
                                 for p in problems))
         d = Decoding(max_new_tokens=args.max_new_tokens, batch_size=args.batch_size)
+        if torch.cuda.is_available():
+            model = model.to("cuda", dtype=torch.bfloat16)
         model = model.eval()
 
         # raw: attempt 1, then attempt 2 on the same inputs score builds
@@ -96,6 +98,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     result = {
         "bench": "eval_throughput",
+        "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
         "model_params": sum(p.numel() for p in model.parameters()),
         "problems": args.problems,
         "batch_size": args.batch_size,

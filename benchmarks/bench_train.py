@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> dict:
         common = dict(
             per_device_train_batch_size=args.prompts * args.generations, num_generations=args.generations,
             max_steps=args.steps + 1, learning_rate=1e-5, report_to="none", save_strategy="no", logging_steps=1,
-            use_cpu=not torch.cuda.is_available(), bf16=False, seed=0, disable_tqdm=True,
+            use_cpu=not torch.cuda.is_available(), bf16=torch.cuda.is_available(), seed=0, disable_tqdm=True,
         )
         timer_grpo, timer_score = StepTimer(), StepTimer()
 
@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> dict:
     s = statistics.median(timer_score.times[1:])
     results = {
         "bench": "train_step",
-        "device": "cuda" if torch.cuda.is_available() else "cpu",
+        "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
         "sequences_per_step": args.prompts * args.generations,
         "max_new_tokens_per_attempt": args.max_new_tokens,
         "grpo_single_attempt_step_s": round(g, 3),

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Run on a CUDA machine: vLLM vs transformers generation (attempt-2 inputs, metrics, tokens/s),
+# then the training-step and eval-throughput benchmarks on the GPU. Results land in $OUT or ./gpu_results.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+out="${OUT:-gpu_results}"
+mkdir -p "$out"
+python scripts/gpu_check.py --out "$out/gpu_check.json" "$@"
+python benchmarks/bench_train.py --hidden 512 --layers 8 --max-new-tokens 128 --prompts 16 --generations 8 \
+    --out "$out/bench_train_gpu.json"
+python benchmarks/bench_eval.py --hidden 512 --layers 8 --problems 256 --batch-size 64 --max-new-tokens 128 \
+    --out "$out/bench_eval_gpu.json"
