@@ -167,14 +167,21 @@ def load_task(
     """Resolve `--bench` / `--data` into a task and its problems (`split` is 'test' or 'train')."""
     if data is not None:
         rows = _rows_from_file(data)
-        problems = problems_from_rows(
-            rows, question_field=question_field, answer_field=answer_field, source=f"data file {data}"
-        )
         task: Task
-        if bench in (None, "math", "gsm8k", "champ"):
-            task = MathTask()
+        if bench == "mbpp":  # MBPP's own format: task_id, text, test_list (test_setup_code, code)
+            from score_cli.code_task import CodeTask, mbpp_problem
+
+            missing = [k for k in ("task_id", "text", "test_list") if rows and k not in rows[0]]
+            if not rows:
+                raise ScoreError(f"data file {data} holds no problems: pass a file with at least one row")
+            if missing:
+                raise ScoreError(f"data file {data} lacks MBPP field(s) {', '.join(missing)}: use MBPP's row format")
+            task, problems = CodeTask("mbpp"), [mbpp_problem(r) for r in rows]
         else:
-            task, _ = _bench_task_only(bench)
+            problems = problems_from_rows(
+                rows, question_field=question_field, answer_field=answer_field, source=f"data file {data}"
+            )
+            task = MathTask() if bench in (None, "math", "gsm8k", "champ") else _bench_task_only(bench)[0]
     else:
         bench = bench or "math"
         task, problems = _load_bench(bench, split=split, seed=seed)
