@@ -343,6 +343,29 @@ def demo_cmd(
     stdout.print(results_table("toy world: held-out test problems", rows))
 
 
+@app.command("repro")
+@user_errors
+def repro_cmd(
+    root: Annotated[str, typer.Option(help="Where the runs go (reused when present).")] = "runs/repro",
+    seeds: Annotated[str, typer.Option(help="Comma-separated RL seeds.")] = "0,1,2",
+    base: Annotated[
+        str | None, typer.Option(help=r"A toy base model to reuse \[default: build one in ROOT/base].")
+    ] = None,
+) -> None:
+    """The paper's comparison in the toy world: base, single-turn RL, Stage II only, SCoRe alpha=0, SCoRe."""
+    from score_cli.repro import run_repro
+    from score_cli.ui import console, eval_progress, stdout, training_progress
+
+    setup_logging(False)
+    seed_list = tuple(int(s) for s in seeds.split(",") if s.strip())
+    if len(seed_list) < 1:
+        raise ScoreError("--seeds needs at least one seed, e.g. --seeds 0,1,2")
+    run_repro(root, seeds=seed_list, base_dir=base, on_step=lambda s: console.print(f"[bold cyan]==>[/] {s}"),
+              callbacks=[training_progress()], progress=eval_progress)
+    stdout.print((Path(root) / "results.md").read_text(), markup=False, highlight=False)
+    stdout.print(f"wrote {root}/results.md, results.json, accuracy_per_attempt.png, training_curves.png")
+
+
 def main() -> None:
     app()
 

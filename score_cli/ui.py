@@ -119,6 +119,9 @@ def training_progress():
             parts = [f"{short} {logs[k]:.3f}" for k, short in self.KEYS if isinstance(logs.get(k), int | float)]
             if parts:
                 self.bar.update(self.task, stats="  ".join(parts))
+                if not console.is_terminal:  # logs and CI: a line per logging step instead of a live bar
+                    console.print(f"step {state.global_step}/{state.max_steps}  " + "  ".join(parts), highlight=False,
+                                  soft_wrap=True)
 
         def on_train_end(self, args, state, control, **kwargs):
             if self.bar is not None:

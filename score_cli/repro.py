@@ -1,0 +1,165 @@
+"""`make repro`: the paper's comparison (SCORE_PAPER.md, ablations) in the toy world, over seeds.
+
+Methods, all from the same toy base model and with the same number of RL steps in total:
+
+- base: no training;
+- single-turn RL: attempt 1 only, rewarded (the paper's "w/o multi-turn training");
+- Stage II only: Stage II straight from the base (the paper's "w/o Stage I");
+- SCoRe, alpha = 0: Stage I, then Stage II without the progress bonus ("w/o reward shaping");
+- SCoRe: Stage I, then Stage II with alpha = 10.
+
+Every method is evaluated on held-out toy test problems; the table gives the mean and standard
+deviation over seeds. Every run directory is reused when present, so an interrupted repro resumes.
+"""
+
+from __future__ import annotations
+
+import logging
+import statistics
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from score_cli.demo import ensure_base, ensure_eval, ensure_stage, recipe_path
+from score_cli.files import atomic_write_json, atomic_write_text
+from score_cli.models import read_run_record
+
+log = logging.getLogger(__name__)
+
+METHODS = ("base", "single-turn RL", "Stage II only", "SCoRe (alpha=0)", "SCoRe")
+COLUMNS = (("t1", "accuracy@t1"), ("t2", "accuracy@t2"), ("Δ(t1,t2)", "delta(t1,t2)"),
+           ("Δ i→c", "i->c(t1,t2)"), ("Δ c→i", "c->i(t1,t2)"))
+
+
+def recipe_steps(recipe: str) -> int:
+    import yaml
+
+    return int(yaml.safe_load(Path(recipe).read_text())["max_steps"])
+
+
+def run_method(method: str, base: Path, root: Path, seed: int, recipe: str, steps: int, callbacks=None) -> Path:
+    """Train one method for one seed (reusing finished runs); returns the model to evaluate."""
+    if method == "base":
+        return base
+    d = root / f"seed{seed}"
+    common = {"recipe": recipe, "callbacks": callbacks}
+    seed_opt = {"seed": seed}
+    if method == "single-turn RL":
+        return ensure_stage(2, d / "single-turn", model=str(base),
+                            overrides={**seed_opt, "single_turn": True, "max_steps": 2 * steps}, **common)
+    if method == "Stage II only":
+        return ensure_stage(2, d / "stage2-only", model=str(base), overrides={**seed_opt, "max_steps": 2 * steps},
+                            **common)
+    s1 = ensure_stage(1, d / "stage1", model=str(base), overrides=seed_opt, **common)
+    alpha = 0.0 if method == "SCoRe (alpha=0)" else None
+    name = "stage2-alpha0" if alpha == 0.0 else "stage2"
+    extra = {"alpha": alpha} if alpha is not None else {}
+    return ensure_stage(2, d / name, from_checkpoint=str(s1), overrides={**seed_opt, **extra}, **common)
+
+
+def run_repro(root: str = "runs/repro", *, seeds: tuple[int, ...] = (0, 1, 2), base_dir: str | None = None,
+              on_step: Callable[[str], None] = lambda s: None, callbacks=None, progress=None) -> dict[str, Any]:
+    """Train and evaluate every method for every seed; write results.md, results.json and plots."""
+    out = Path(root)
+    recipe = recipe_path("toy.yaml")
+    steps = recipe_steps(recipe)
+    base = Path(base_dir) if base_dir else ensure_base(out, 0, on_step)
+    results: dict[str, dict[int, dict]] = {m: {} for m in METHODS}
+    for seed in seeds:
+        for method in METHODS:
+            on_step(f"seed {seed}: {method}")
+            model = run_method(method, base, out, seed, recipe, steps, callbacks)
+            tag = method.replace(" ", "-").replace("(", "").replace(")", "").replace("=", "")
+            results[method][seed] = ensure_eval(model, out / f"seed{seed}" / f"eval-{tag}", seed=seed,
+                                                progress=progress)
+    summary = summarise(results)
+    atomic_write_json(out / "results.json", {"seeds": list(seeds), "steps_per_stage": steps, "summary": summary,
+                                             "per_seed": {m: {str(s): _values(v) for s, v in r.items()}
+                                                          for m, r in results.items()}})
+    atomic_write_text(out / "results.md", markdown_table(summary, seeds, steps))
+    plot_accuracy(summary, out / "accuracy_per_attempt.png")
+    plot_training(out, seeds, out / "training_curves.png")
+    return summary
+
+
+def _values(metrics: dict) -> dict[str, float]:
+    return {key: metrics[key]["value"] for _, key in COLUMNS}
+
+
+def summarise(results: dict[str, dict[int, dict]]) -> dict[str, dict[str, tuple[float, float]]]:
+    """Mean and standard deviation over seeds of each column, per method."""
+    summary = {}
+    for method, per_seed in results.items():
+        row = {}
+        for col, key in COLUMNS:
+            vals = [m[key]["value"] for m in per_seed.values()]
+            row[col] = (statistics.fmean(vals), statistics.stdev(vals) if len(vals) > 1 else 0.0)
+        summary[method] = row
+    return summary
+
+
+def markdown_table(summary: dict, seeds, steps: int) -> str:
+    head = "| method | " + " | ".join(c for c, _ in COLUMNS) + " |\n|---|" + "---|" * len(COLUMNS) + "\n"
+    rows = "".join(
+        f"| {m} | " + " | ".join(f"{100 * mu:+.1f} ± {100 * sd:.1f}" if c.startswith("Δ(") else
+                                 f"{100 * mu:.1f} ± {100 * sd:.1f}" for c, (mu, sd) in row.items()) + " |\n"
+        for m, row in summary.items()
+    )
+    note = (f"\nToy test problems, sampled at temperature 1; mean ± standard deviation over seeds "
+            f"{', '.join(map(str, seeds))} (in %); {steps} RL steps per stage, {2 * steps} for one-stage methods.\n")
+    return head + rows + note
+
+
+def plot_accuracy(summary: dict, path: Path) -> Path:
+    from score_cli.report import _plt
+
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(8, 3.6))
+    width = 0.38
+    for i, (col, colour) in enumerate((("t1", "#9ecae1"), ("t2", "#3182bd"))):
+        xs = [j + (i - 0.5) * width for j in range(len(summary))]
+        mus = [100 * row[col][0] for row in summary.values()]
+        sds = [100 * row[col][1] for row in summary.values()]
+        ax.bar(xs, mus, width, yerr=sds, color=colour, label=f"accuracy@{col}", capsize=3)
+    ax.set_xticks(range(len(summary)), list(summary), fontsize=8)
+    ax.set_ylabel("% correct (toy test)")
+    ax.legend(fontsize=8)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_training(root: Path, seeds, path: Path) -> Path:
+    """reward/t1 and reward/t2 over training steps of each trained method (seed 0 and others faint)."""
+    from score_cli.report import _plt, training_log
+
+    plt = _plt()
+    runs = {"single-turn RL": ["single-turn"], "Stage II only": ["stage2-only"],
+            "SCoRe (alpha=0)": ["stage1", "stage2-alpha0"], "SCoRe": ["stage1", "stage2"]}
+    fig, axes = plt.subplots(1, len(runs), figsize=(4 * len(runs), 3.3), sharey=True)
+    for ax, (method, parts) in zip(axes, runs.items(), strict=True):
+        for seed in seeds:
+            offset, xs, r1, r2 = 0, [], [], []
+            for part in parts:
+                d = root / f"seed{seed}" / part
+                if read_run_record(d) is None:
+                    continue
+                history = [h for h in training_log(d) if "reward/t1" in h]
+                xs += [offset + h["step"] for h in history]
+                r1 += [h["reward/t1"] for h in history]
+                r2 += [h["reward/t2"] for h in history]
+                offset += max((h["step"] for h in history), default=0)
+            alpha = 1.0 if seed == seeds[0] else 0.3
+            ax.plot(xs, r1, color="#9ecae1", alpha=alpha, label="reward t1" if seed == seeds[0] else None)
+            ax.plot(xs, r2, color="#3182bd", alpha=alpha, label="reward t2" if seed == seeds[0] else None)
+        ax.set_title(method, fontsize=9)
+        ax.set_xlabel("RL step")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("training reward")
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
