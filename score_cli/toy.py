@@ -1,16 +1,50 @@
-"""The embedded toy world: a character tokenizer and tiny causal LMs that run offline on a CPU.
+"""The embedded toy world: a generated math task, a character tokenizer and tiny causal LMs trained
+from scratch, offline, on a CPU.
 
 Everything here is built locally and saved with `save_pretrained`, so every command loads a toy
-model exactly like a hub model.
+model exactly like a hub model, and the toy task is graded by the same math reward as MATH.
+
+The task: multi-digit addition and subtraction (2-3 digits each), answered with a worked solution,
+one line per digit column, right to left, e.g. for 482+397:
+
+    2+7=9 9
+    8+9=17 79
+    4+3+1=8 879
+    The final answer is $879$.
+
+Each line is "column arithmetic = result, then the answer so far", so the final answer is a copy of
+the last line and every mistake is a visible, local one (a dropped carry, a wrong digit).
+
+The base model (`train_toy_model`) is a stand-in for the paper's base model: it is trained by
+imitation on a *noisy solver* that drops carries and slips digits at fixed rates, so it answers
+about half of the problems right when sampled, and it has seen two-attempt conversations whose
+second attempt is either a copy of the first or an independent new try - chosen without looking at
+whether the first attempt was right. It therefore writes a real second attempt but has no reason
+to fix a wrong first one: correcting is left for RL to find.
 """
 
 from __future__ import annotations
 
+import hashlib
+import logging
+import math
+import random
 import string
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
 
 from transformers import PreTrainedTokenizerFast
 
-SPECIAL_TOKENS = {"pad": "<pad>", "bos": "<s>", "eos": "</s>", "user": "<|user|>", "assistant": "<|assistant|>"}
+from score_cli.tasks import Grade, Problem, Task
+
+log = logging.getLogger(__name__)
+
+SPECIAL_TOKENS = {
+    "pad": "<pad>", "bos": "<s>", "eos": "</s>", "user": "<|user|>", "assistant": "<|assistant|>"
+}
 ALPHABET = string.ascii_letters + string.digits + string.punctuation + " \n"
 
 # A minimal chat template: "<s><|user|>...</s><|assistant|>...</s>". An assistant turn ends with
@@ -22,6 +56,23 @@ CHAT_TEMPLATE = (
     "{% else %}{{ m['content'] }}{{ eos_token }}{% endif %}{% endfor %}"
     "{% if add_generation_prompt %}<|assistant|>{% endif %}"
 )
+
+# Ours, not the paper's: the paper's MATH instruction is ~430 characters, which a character-level
+# model would read at every second attempt. This keeps its opening and its request.
+TOY_INSTRUCTION = "There might be an error in the solution above. Please correct it."
+
+# The file `train_toy_model` writes last: how the model was made. Its presence marks a finished
+# toy model (`score demo` reuses one, `score train` picks the toy task for one).
+RECORD_FILE = "toy_model.json"
+
+DEFAULT_SIZES = {"train": 5000, "test": 500}
+DIGITS = (2, 3)  # how many digits an operand may have
+TEST_FRACTION = 10  # one problem in TEST_FRACTION goes to the test split (by a hash of its question)
+
+
+# ---------------------------------------------------------------------------------------------
+# Tokenizer and model
+# ---------------------------------------------------------------------------------------------
 
 
 def build_char_tokenizer(alphabet: str = ALPHABET) -> PreTrainedTokenizerFast:
@@ -44,7 +95,9 @@ def build_char_tokenizer(alphabet: str = ALPHABET) -> PreTrainedTokenizerFast:
     return fast
 
 
-def tiny_causal_lm(tokenizer, *, hidden: int = 64, layers: int = 2, heads: int = 4, max_len: int = 2048, seed: int = 0):
+def tiny_causal_lm(
+    tokenizer, *, hidden: int = 64, layers: int = 2, heads: int = 4, max_len: int = 2048, seed: int = 0
+):
     """A randomly initialised Llama-architecture causal LM sized for tests and the toy world."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
@@ -67,3 +120,349 @@ def tiny_causal_lm(tokenizer, *, hidden: int = 64, layers: int = 2, heads: int =
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     return model
+
+
+# ---------------------------------------------------------------------------------------------
+# The task: problems, worked solutions, and a solver that makes realistic mistakes
+# ---------------------------------------------------------------------------------------------
+
+
+class ToyTask(Task):
+    """Multi-digit addition and subtraction with worked solutions, graded by the math reward."""
+
+    name = "toy"
+    instruction = TOY_INSTRUCTION
+
+    def messages(self, problem: Problem) -> list[dict[str, str]]:
+        return [{"role": "user", "content": problem.question}]
+
+    def grade(self, problems: Sequence[Problem], outputs: Sequence[str]) -> list[Grade]:
+        from score_cli.math_grader import grade_math
+
+        return grade_math([p.answer for p in problems], list(outputs))
+
+
+def question_text(a: int, op: str, b: int) -> str:
+    return f"{a}{op}{b}=?"
+
+
+def split_of(a: int, op: str, b: int) -> str:
+    """'train' or 'test', decided by a hash of the question alone: the splits are disjoint for
+    every seed and size, and the same problem always lands in the same split."""
+    digest = hashlib.sha256(question_text(a, op, b).encode()).digest()
+    return "test" if int.from_bytes(digest[:4], "big") % TEST_FRACTION == 0 else "train"
+
+
+def _draw_operands(rng: random.Random) -> tuple[int, str, int]:
+    op = rng.choice("+-")
+    a, b = (rng.randrange(10 ** (d - 1), 10**d) for d in (rng.choice(DIGITS), rng.choice(DIGITS)))
+    if op == "-" and a < b:
+        a, b = b, a
+    return a, op, b
+
+
+def _draw_problem(rng: random.Random, split: str) -> tuple[int, str, int]:
+    while True:
+        a, op, b = _draw_operands(rng)
+        if split_of(a, op, b) == split:
+            return a, op, b
+
+
+def toy_problems(split: str = "test", seed: int = 0, n: int | None = None) -> list[Problem]:
+    """`n` distinct problems of `split` ('train' or 'test'; default sizes 5000 and 500), the same
+    for the same (split, seed, n): the first k of a larger n are the problems of n=k."""
+    if split not in DEFAULT_SIZES:
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    n = DEFAULT_SIZES[split] if n is None else n
+    rng = random.Random(f"toy/{split}/{seed}")
+    seen: set[str] = set()
+    problems = []
+    while len(problems) < n:
+        a, op, b = _draw_problem(rng, split)
+        q = question_text(a, op, b)
+        if q in seen:
+            continue
+        seen.add(q)
+        answer = a + b if op == "+" else a - b
+        problems.append(Problem(id=f"toy/{split}/{q[:-2]}", question=q, answer=str(answer),
+                                meta={"a": a, "op": op, "b": b}))
+    return problems
+
+
+@dataclass(frozen=True)
+class NoisySolver:
+    """Writes worked solutions with mistakes a person makes: with probability `drop` a column
+    ignores its incoming carry (or borrow), with probability `slip` a column's result is off by one.
+    Later columns and the final answer follow what was written, so a mistake propagates."""
+
+    drop: float = 0.0
+    slip: float = 0.0
+
+    def solve(self, a: int, op: str, b: int, rng: random.Random | None = None) -> str:
+        if rng is None and (self.drop or self.slip):
+            raise ValueError("a noisy solver needs an rng")
+        width = max(len(str(a)), len(str(b)))
+        da, db = str(a).zfill(width)[::-1], str(b).zfill(width)[::-1]
+        lines, so_far, carry = [], "", 0
+        for i in range(width):
+            x, y = int(da[i]), int(db[i])
+            c = 0 if carry and rng is not None and rng.random() < self.drop else carry
+            slip = rng is not None and rng.random() < self.slip
+            if op == "+":
+                s = x + y + c
+                if slip:
+                    s = s + 1 if s == 0 or (s < 19 and rng.random() < 0.5) else s - 1
+                expr, carry, digit = f"{x}+{y}" + ("+1" if c else ""), s // 10, str(s % 10)
+                written = str(s)
+            else:
+                top = x + 10 if x - y - c < 0 else x
+                s = top - y - c
+                if slip:
+                    s = s + 1 if s == 0 or (s < 9 and rng.random() < 0.5) else s - 1
+                expr, carry, digit = f"{top}-{y}" + ("-1" if c else ""), int(top > x), str(s)
+                written = str(s)
+            so_far = (written if i == width - 1 else digit) + so_far
+            lines.append(f"{expr}={written} {so_far}")
+        lines.append(f"The final answer is ${int(so_far)}$.")
+        return "\n".join(lines)
+
+
+GOLD = NoisySolver()
+
+
+def gold_solution(problem: Problem) -> str:
+    """The correct worked solution of a toy problem."""
+    m = problem.meta
+    return GOLD.solve(m["a"], m["op"], m["b"])
+
+
+def final_answer(text: str) -> str | None:
+    """The toy format's final answer (for checks on generated data; grading uses `grade_math`)."""
+    import re
+
+    found = re.findall(r"The final answer is \$([^$]*)\$", text)
+    return found[-1] if found else None
+
+
+# ---------------------------------------------------------------------------------------------
+# Training data for the base model: imitation of the noisy solver, with second attempts that do
+# not depend on whether the first was right
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ToyData:
+    """How the base model's conversations are generated.
+
+    A conversation is [question, y1] or, with probability `two_turn`, [question, y1, instruction,
+    y2]. y1 comes from `first`. y2 is a verbatim copy of y1 with probability `copy`, otherwise an
+    independent new try from `second`; neither choice looks at y1's correctness, so the data shows
+    how to write a second attempt but never which first attempts to fix. In the data the second
+    attempt is exactly as good as the first on average; the trained model is worse at it (a longer
+    context, fewer examples), so like the paper's base models it loses from a second attempt.
+    """
+
+    first: NoisySolver = NoisySolver(drop=0.2, slip=0.05)
+    second: NoisySolver = NoisySolver(drop=0.2, slip=0.05)
+    copy: float = 0.5
+    two_turn: float = 0.5
+
+    def conversation(self, rng: random.Random, problem: tuple[int, str, int] | None = None) -> dict:
+        """One conversation about a random train problem, or about `problem` = (a, op, b)."""
+        a, op, b = problem or _draw_problem(rng, "train")
+        answer = str(a + b if op == "+" else a - b)
+        y1 = self.first.solve(a, op, b, rng)
+        row = {"question": question_text(a, op, b), "answer": answer, "y1": y1, "y2": None, "copied": None}
+        if rng.random() < self.two_turn:
+            copied = rng.random() < self.copy
+            row["copied"] = copied
+            row["y2"] = y1 if copied else self.second.solve(a, op, b, rng)
+        return row
+
+
+def toy_conversations(n: int, *, seed: int = 0, data: ToyData | None = None) -> list[dict]:
+    """`n` training conversations (train-split problems only), the same for the same seed."""
+    data = data or ToyData()
+    rng = random.Random(f"toy-data/{seed}")
+    return [data.conversation(rng) for _ in range(n)]
+
+
+def conversation_ids(tokenizer, row: dict, instruction: str = TOY_INSTRUCTION) -> tuple[list[int], list[int]]:
+    """Token ids of a conversation and its labels (-100 except on the assistant's tokens and EOS).
+
+    Built with the rollout's own functions, so training sees exactly the token sequence that
+    evaluation and RL give the model: x1 + y1 + EOS + instruction turn + y2 + EOS.
+    """
+    from score_cli.rollout import end_of_turn_id, first_attempt_ids, instruction_ids
+
+    eos = end_of_turn_id(tokenizer)
+    problem = Problem(id="", question=row["question"], answer=row["answer"])
+    x1 = first_attempt_ids(tokenizer, ToyTask(), problem)
+    y1 = [*tokenizer(row["y1"], add_special_tokens=False)["input_ids"], eos]
+    ids, labels = [*x1, *y1], [-100] * len(x1) + y1
+    if row["y2"] is not None:
+        p = instruction_ids(tokenizer, instruction)
+        y2 = [*tokenizer(row["y2"], add_special_tokens=False)["input_ids"], eos]
+        ids += [*p, *y2]
+        labels += [-100] * len(p) + y2
+    return ids, labels
+
+
+# ---------------------------------------------------------------------------------------------
+# Training from scratch
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ToyTraining:
+    """Model size and optimisation; training length is a fixed number of steps (deterministic).
+
+    The defaults (a 1.06M-parameter Llama, 1200 steps of 16 conversations, 2.4M tokens, about 8
+    minutes on one CPU thread) give, on 500 test problems with the math reward: sampled (T=1.0,
+    2 samples each) t1 46.6%, t2 37.7%, i->c 2.9%, c->i 11.8%; greedy t1 73.6%, t2 70.8%. Small
+    batches and a low learning rate learn fastest here: batch 64, or lr 3e-3 and 5e-3, stayed
+    under 30% for the same compute.
+    """
+
+    hidden: int = 128
+    layers: int = 4
+    heads: int = 4
+    steps: int = 1200
+    batch_size: int = 16
+    lr: float = 1e-3
+    warmup: int = 50
+    weight_decay: float = 0.01
+
+
+def _batches(tokenizer, data: ToyData, rng: random.Random, batch_size: int, pool: int = 8):
+    """Padded training batches, endlessly: `pool` batches' worth of conversations are sorted by
+    length and cut into batches (little padding), which are then served in random order."""
+    import torch
+
+    while True:
+        rows = [conversation_ids(tokenizer, data.conversation(rng)) for _ in range(batch_size * pool)]
+        rows.sort(key=lambda r: len(r[0]))
+        chunks = [rows[i : i + batch_size] for i in range(0, len(rows), batch_size)]
+        rng.shuffle(chunks)
+        for chunk in chunks:
+            width = max(len(x) for x, _ in chunk)
+            ids = torch.full((len(chunk), width), tokenizer.pad_token_id, dtype=torch.long)
+            labels = torch.full((len(chunk), width), -100, dtype=torch.long)
+            mask = torch.zeros((len(chunk), width), dtype=torch.long)
+            for row, (x, y) in enumerate(chunk):
+                ids[row, : len(x)], labels[row, : len(y)] = torch.tensor(x), torch.tensor(y)
+                mask[row, : len(x)] = 1
+            yield ids, mask, labels
+
+
+def train_toy_model(
+    out_dir: str | Path,
+    *,
+    seed: int = 0,
+    training: ToyTraining | None = None,
+    data: ToyData | None = None,
+    log_every: int = 50,
+    threads: int | None = 1,
+    on_step: Callable[[int, Any], None] | None = None,
+) -> Path:
+    """Train the toy base model from scratch on CPU and save it like a hub model in `out_dir`.
+
+    Deterministic under `seed` for a given torch build and thread count. `threads` (intra-op
+    threads while training; None keeps torch's setting) is 1 by default: the result then does not
+    depend on the machine's core count, and on a shared CPU one thread is faster for models this
+    small (two threads competing with other processes ran up to 30 times slower). The record file
+    is written last, so a directory holding it holds a complete model. `on_step(step, model)` is
+    called after every optimiser step (for experiments that look at the model along the way).
+    """
+    import torch
+
+    previous = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        return _train(out_dir, seed=seed, training=training, data=data, log_every=log_every, on_step=on_step)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _train(
+    out_dir: str | Path,
+    *,
+    seed: int,
+    training: ToyTraining | None,
+    data: ToyData | None,
+    log_every: int,
+    on_step: Callable[[int, Any], None] | None,
+) -> Path:
+    import torch
+
+    from score_cli.files import atomic_write_json
+
+    training = training or ToyTraining()
+    data = data or ToyData()
+    out = Path(out_dir)
+    tokenizer = build_char_tokenizer()
+    model = tiny_causal_lm(tokenizer, hidden=training.hidden, layers=training.layers, heads=training.heads,
+                           max_len=1024, seed=seed)
+    n_params = sum(p.numel() for p in model.parameters())
+    log.info("toy model: %d parameters, %d steps of %d conversations", n_params, training.steps,
+             training.batch_size)
+    opt = torch.optim.AdamW(model.parameters(), lr=training.lr, betas=(0.9, 0.98),
+                            weight_decay=training.weight_decay)
+
+    def lr_at(step: int) -> float:  # linear warmup, cosine decay to a tenth
+        if step < training.warmup:
+            return (step + 1) / training.warmup
+        t = (step - training.warmup) / max(1, training.steps - training.warmup)
+        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * t))
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
+    batches = _batches(tokenizer, data, random.Random(f"toy-data/{seed}"), training.batch_size)
+    model.train()
+    t0, losses, tokens = time.perf_counter(), [], 0
+    for step in range(1, training.steps + 1):
+        ids, mask, labels = next(batches)
+        loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        losses.append(loss.item())
+        tokens += int(mask.sum())
+        if log_every and (step % log_every == 0 or step == training.steps):
+            recent = losses[-log_every:]
+            log.info("step %d/%d  loss %.4f  %d tokens  %.0f s", step, training.steps,
+                     sum(recent) / len(recent), tokens, time.perf_counter() - t0)
+        if on_step is not None:
+            model.eval()
+            on_step(step, model)
+            model.train()
+    seconds = time.perf_counter() - t0
+    model.eval()
+    out.mkdir(parents=True, exist_ok=True)
+    (out / RECORD_FILE).unlink(missing_ok=True)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    atomic_write_json(out / RECORD_FILE, {
+        "what": "toy base model: trained from scratch by score_cli.toy.train_toy_model",
+        "seed": seed,
+        "parameters": n_params,
+        "training": asdict(training),
+        "data": asdict(data),
+        "instruction": TOY_INSTRUCTION,
+        "train_tokens": tokens,
+        "train_seconds": round(seconds, 1),
+        "final_loss": round(sum(losses[-20:]) / len(losses[-20:]), 4),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),  # results are reproducible for the same build and thread count
+    })
+    log.info("toy model saved to %s (%.0f s)", out, seconds)
+    return out
+
+
+def make_test_model(out_dir: str | Path, seed: int = 0) -> Path:
+    """A very small toy model trained for seconds, for unit tests and fixtures: it loads like a hub
+    model and writes the answer format, with mostly wrong answers."""
+    small = ToyTraining(hidden=32, layers=2, heads=2, steps=150, batch_size=16, lr=1e-2, warmup=10)
+    return train_toy_model(out_dir, seed=seed, training=small, log_every=0)

@@ -1,0 +1,176 @@
+"""The toy world: a deterministic generated task, disjoint splits, gold solutions the math reward
+accepts, training data whose second attempts ignore first-attempt correctness, and a test model
+that loads like a hub model."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from score_cli.rollout import Decoding, HFGenerator, first_attempt_ids, instruction_ids, run_attempts
+from score_cli.toy import (
+    RECORD_FILE,
+    NoisySolver,
+    ToyData,
+    ToyTask,
+    ToyTraining,
+    build_char_tokenizer,
+    conversation_ids,
+    final_answer,
+    gold_solution,
+    make_test_model,
+    split_of,
+    toy_conversations,
+    toy_problems,
+    train_toy_model,
+)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models run fastest on one thread; two threads on a shared CPU can be 30 times slower."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="module")
+def toy_model_dir(tmp_path_factory):
+    """The unit-test toy model (trained for a few seconds), saved like a hub model."""
+    return make_test_model(tmp_path_factory.mktemp("toy-test-model"), seed=0)
+
+
+def test_problems_are_deterministic_under_a_seed():
+    a, b = toy_problems("train", seed=3, n=300), toy_problems("train", seed=3, n=300)
+    assert [vars(p) for p in a] == [vars(p) for p in b]
+    assert [p.question for p in toy_problems("train", seed=4, n=300)] != [p.question for p in a]
+    assert [p.question for p in toy_problems("train", seed=3, n=100)] == [p.question for p in a[:100]]
+    assert len({p.question for p in a}) == len(a) and len({p.id for p in a}) == len(a)
+
+
+def test_train_and_test_are_disjoint():
+    train = {p.question for seed in (0, 1) for p in toy_problems("train", seed=seed)}
+    test = {p.question for seed in (0, 1) for p in toy_problems("test", seed=seed)}
+    assert len(test) >= 900 and not train & test
+    # Disjoint by construction: the split is a function of the question, for every seed.
+    assert all(split_of(p.meta["a"], p.meta["op"], p.meta["b"]) == "test"
+               for p in toy_problems("test", seed=7))
+    # The base model's training conversations come from the train split only.
+    assert not {r["question"] for r in toy_conversations(3000, seed=5)} & test
+    with pytest.raises(ValueError):
+        toy_problems("validation")
+
+
+def test_gold_solutions_are_right_and_multi_step():
+    for p in toy_problems("test") + toy_problems("train", n=2000):
+        sol = gold_solution(p)
+        a, op, b = p.meta["a"], p.meta["op"], p.meta["b"]
+        assert p.question == f"{a}{op}{b}=?"
+        assert final_answer(sol) == p.answer == str(a + b if op == "+" else a - b)
+        assert sol.count("\n") >= 2  # at least two column steps before the final answer
+
+
+def test_gold_solutions_grade_correct_under_the_math_reward():
+    pytest.importorskip("score_cli.math_grader")
+    task = ToyTask()
+    problems = toy_problems("test", n=300)
+    assert all(g.correct for g in task.grade(problems, [gold_solution(p) for p in problems]))
+    wrong = [gold_solution(p).replace(f"${p.answer}$", f"${int(p.answer) + 1}$") for p in problems]
+    assert not any(g.correct for g in task.grade(problems, wrong))
+
+
+def test_question_and_solution_round_trip_through_the_tokenizer():
+    tok, task = build_char_tokenizer(), ToyTask()
+    for p in toy_problems("test", n=50):
+        for text in (p.question, gold_solution(p), task.instruction):
+            assert tok.decode(tok(text, add_special_tokens=False)["input_ids"]) == text
+    row = toy_conversations(50, seed=1)
+    row = next(r for r in row if r["y2"] is not None)
+    ids, labels = conversation_ids(tok, row)
+    rendered = tok.apply_chat_template(
+        [{"role": "user", "content": row["question"]}, {"role": "assistant", "content": row["y1"]},
+         {"role": "user", "content": task.instruction}, {"role": "assistant", "content": row["y2"]}],
+        tokenize=True, return_dict=False,
+    )
+    assert ids == list(rendered)
+    trained = tok.decode([t for t in labels if t != -100])
+    assert trained == f"{row['y1']}{tok.eos_token}{row['y2']}{tok.eos_token}"
+
+
+def test_noisy_solver_mistakes_are_local_and_consistent():
+    rng = random.Random(0)
+    p = next(p for p in toy_problems("test", n=200) if p.meta["op"] == "+" and len(p.answer) >= 3)
+    a, op, b = p.meta["a"], p.meta["op"], p.meta["b"]
+    sols = [NoisySolver(drop=0.5, slip=0.2).solve(a, op, b, rng) for _ in range(300)]
+    assert any(final_answer(s) != p.answer for s in sols) and any(final_answer(s) == p.answer for s in sols)
+    for s in sols:  # the final answer is the last line's running answer, mistakes included
+        assert final_answer(s) == str(int(s.splitlines()[-2].split()[-1]))
+    with pytest.raises(ValueError):
+        NoisySolver(drop=0.1).solve(a, op, b)
+
+
+def test_second_attempts_do_not_depend_on_first_attempt_correctness():
+    """Whether y2 copies y1, and whether a fresh y2 is right, are independent of y1 being right:
+    the data shows how to write a second attempt, never which first attempts to fix.
+
+    Checked problem by problem: across problems, two independent tries are both more often right on
+    easy problems (no carries) than on hard ones, for any solver, so the pooled rates would differ.
+    """
+    data, rng = ToyData(two_turn=1.0), random.Random(0)
+    problems = [p for p in toy_problems("train", n=400) if _carries(gold_solution(p)) >= 2]
+    copy_gaps, fresh_gaps = [], []
+    for p in problems[:12]:
+        rows = [data.conversation(rng, (p.meta["a"], p.meta["op"], p.meta["b"])) for _ in range(800)]
+        right = [r for r in rows if final_answer(r["y1"]) == r["answer"]]
+        wrong = [r for r in rows if final_answer(r["y1"]) != r["answer"]]
+        assert min(len(right), len(wrong)) > 100
+        assert all(r["y2"] == r["y1"] for r in rows if r["copied"])
+        copy_gaps.append(_rate(right, lambda r: r["copied"]) - _rate(wrong, lambda r: r["copied"]))
+        fresh_right, fresh_wrong = ([r for r in rs if not r["copied"]] for rs in (right, wrong))
+        fresh_gaps.append(_rate(fresh_right, _y2_right) - _rate(fresh_wrong, _y2_right))
+    # P(copy | y1 right) = P(copy | y1 wrong), P(fresh y2 right | y1 right) = P(fresh y2 right | y1 wrong)
+    assert abs(sum(copy_gaps) / len(copy_gaps)) < 0.04, copy_gaps
+    assert abs(sum(fresh_gaps) / len(fresh_gaps)) < 0.05, fresh_gaps
+
+
+def _carries(solution: str) -> int:
+    """Columns that take a carry or borrow: their line reads "x+y+1=..." or "x-y-1=..."."""
+    return sum(line.count("+") + line.count("-") == 2 for line in solution.splitlines())
+
+
+def _rate(rows: list[dict], pred) -> float:
+    return sum(map(pred, rows)) / len(rows)
+
+
+def _y2_right(row: dict) -> bool:
+    return final_answer(row["y2"]) == row["answer"]
+
+
+def test_training_is_deterministic_under_a_seed(tmp_path):
+    small = ToyTraining(hidden=16, layers=1, heads=2, steps=3, batch_size=4, warmup=1)
+    a = train_toy_model(tmp_path / "a", seed=1, training=small, log_every=0)
+    b = train_toy_model(tmp_path / "b", seed=1, training=small, log_every=0)
+    ma, mb = AutoModelForCausalLM.from_pretrained(a), AutoModelForCausalLM.from_pretrained(b)
+    for (name, x), (_, y) in zip(ma.state_dict().items(), mb.state_dict().items(), strict=True):
+        assert torch.equal(x, y), name
+
+
+def test_test_model_reloads_like_a_hub_model_and_generates(toy_model_dir):
+    record = json.loads((toy_model_dir / RECORD_FILE).read_text())
+    assert record["seed"] == 0 and record["parameters"] > 0
+    tok = AutoTokenizer.from_pretrained(toy_model_dir)
+    model = AutoModelForCausalLM.from_pretrained(toy_model_dir).eval()
+    task, problems = ToyTask(), toy_problems("test", n=32)
+    first = [first_attempt_ids(tok, task, p) for p in problems]
+    gen = HFGenerator(model, tok, Decoding(max_new_tokens=80, temperature=1.0, batch_size=32))
+    torch.manual_seed(0)
+    rollouts = run_attempts(gen, first, turns=2, instruction=instruction_ids(tok, task.instruction),
+                            eos_id=tok.eos_token_id)
+    texts = [tok.decode(r.outputs[k], skip_special_tokens=True) for r in rollouts for k in range(2)]
+    assert all(r.outputs[0] and r.outputs[1] for r in rollouts)
+    assert any("The final answer is $" in t for t in texts)
