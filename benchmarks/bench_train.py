@@ -84,13 +84,13 @@ def main(argv: list[str] | None = None) -> dict:
         grpo = GRPOTrainer(
             model=tmp, reward_funcs=[reward], train_dataset=ds, processing_class=tok, callbacks=[timer_grpo],
             args=GRPOConfig(output_dir=str(Path(tmp) / "g"), max_completion_length=args.max_new_tokens, beta=0.01,
-                            scale_rewards="none", activation_checkpointing=False, **common),
+                            scale_rewards="none", gradient_checkpointing=False, **common),
         )
         grpo.train()
         grpo_tokens = grpo.state.num_input_tokens_seen / grpo.state.global_step
         score = SCoReTrainer(
             tmp, SCoReConfig(output_dir=str(Path(tmp) / "s"), max_attempt_length=args.max_new_tokens, stage=1,
-                             ref_model=tmp, activation_checkpointing=False, **common),
+                             ref_model=tmp, gradient_checkpointing=False, **common),
             task, problems, processing_class=tok, callbacks=[timer_score],
         )
         score.train()

@@ -118,6 +118,7 @@ class SCoReConfig(GRPOConfig):
             self.bf16 = cuda and torch.cuda.is_bf16_supported() and not self.fp16
         if self.activation_checkpointing is None:
             self.activation_checkpointing = cuda if self.gradient_checkpointing is None else self.gradient_checkpointing
+        self.gradient_checkpointing = self.activation_checkpointing  # the name transformers < 5.2x reads
         if not cuda:
             self.use_cpu = True
         self.max_completion_length = self.max_attempt_length
