@@ -332,13 +332,17 @@ def toy_init_cmd(
 def demo_cmd(
     root: Annotated[str, typer.Option(help="Where the demo's runs go (reused when present).")] = "runs/demo",
     seed: Seed = 0,
+    max_steps: Annotated[
+        int | None, typer.Option(help=r"RL steps per stage \[default: 30, so the demo stays under 20 minutes].", min=1)
+    ] = None,
 ) -> None:
     """The main job end to end, offline: toy base model, Stage I, Stage II, and eval of all three."""
     from score_cli.demo import run_demo
     from score_cli.ui import console, eval_progress, results_table, stdout, training_progress
 
     setup_logging(False)
-    rows = run_demo(root, seed=seed, on_step=lambda s: console.print(f"[bold cyan]==>[/] {s}"),
+    steps = {"steps": max_steps} if max_steps else {}
+    rows = run_demo(root, seed=seed, on_step=lambda s: console.print(f"[bold cyan]==>[/] {s}"), **steps,
                     callbacks=[training_progress()], progress=eval_progress)
     stdout.print(results_table("toy world: held-out test problems", rows))
 
@@ -351,6 +355,10 @@ def repro_cmd(
     base: Annotated[
         str | None, typer.Option(help=r"A toy base model to reuse \[default: build one in ROOT/base].")
     ] = None,
+    max_steps: Annotated[
+        int | None, typer.Option(help=r"RL steps per stage, twice that for one-stage methods \[default: the recipe's].",
+                                 min=1)
+    ] = None,
 ) -> None:
     """The paper's comparison in the toy world: base, single-turn RL, Stage II only, SCoRe alpha=0, SCoRe."""
     from score_cli.repro import run_repro
@@ -360,8 +368,9 @@ def repro_cmd(
     seed_list = tuple(int(s) for s in seeds.split(",") if s.strip())
     if len(seed_list) < 1:
         raise ScoreError("--seeds needs at least one seed, e.g. --seeds 0,1,2")
-    run_repro(root, seeds=seed_list, base_dir=base, on_step=lambda s: console.print(f"[bold cyan]==>[/] {s}"),
-              callbacks=[training_progress()], progress=eval_progress)
+    run_repro(root, seeds=seed_list, base_dir=base, steps=max_steps,
+              on_step=lambda s: console.print(f"[bold cyan]==>[/] {s}"), callbacks=[training_progress()],
+              progress=eval_progress)
     stdout.print((Path(root) / "results.md").read_text(), markup=False, highlight=False)
     stdout.print(f"wrote {root}/results.md, results.json, accuracy_per_attempt.png, training_curves.png")
 

@@ -70,16 +70,27 @@ def ensure_eval(model: Path, out: Path, *, seed: int = 0, progress=None) -> dict
         return evaluate(cfg, callbacks).metrics
 
 
-def run_demo(root: str = "runs/demo", *, seed: int = 0, on_step: Callable[[str], None] = lambda s: None,
-             callbacks=None, progress=None) -> list[tuple[str, dict]]:
-    """Base -> Stage I -> Stage II in the toy world; returns [(model name, eval metrics)]."""
+# RL steps per stage in `make demo`: fewer than recipes/toy.yaml's, so the whole demo (base model
+# included) stays under 20 minutes on a 2-core CPU. `score demo --max-steps` changes it.
+DEMO_STEPS = 30
+
+
+def run_demo(root: str = "runs/demo", *, seed: int = 0, steps: int | None = DEMO_STEPS,
+             on_step: Callable[[str], None] = lambda s: None, callbacks=None,
+             progress=None) -> list[tuple[str, dict]]:
+    """Base -> Stage I -> Stage II in the toy world; returns [(model name, eval metrics)].
+
+    `steps` RL steps per stage (None: the recipe's)."""
     root_dir = Path(root)
     recipe = recipe_path("toy.yaml")
     base = ensure_base(root_dir, seed, on_step)
     on_step("Stage I")
-    s1 = ensure_stage(1, root_dir / "stage1", recipe=recipe, model=str(base), callbacks=callbacks)
+    overrides = {"max_steps": steps} if steps else {}
+    s1 = ensure_stage(1, root_dir / "stage1", recipe=recipe, model=str(base), callbacks=callbacks,
+                      overrides=overrides)
     on_step("Stage II")
-    s2 = ensure_stage(2, root_dir / "stage2", recipe=recipe, from_checkpoint=str(s1), callbacks=callbacks)
+    s2 = ensure_stage(2, root_dir / "stage2", recipe=recipe, from_checkpoint=str(s1), callbacks=callbacks,
+                      overrides=overrides)
     rows = []
     for name, model in (("base", base), ("stage1", s1), ("stage2", s2)):
         on_step(f"evaluating {name}")

@@ -50,6 +50,7 @@ def run_method(method: str, base: Path, root: Path, seed: int, recipe: str, step
     if method == "Stage II only":
         return ensure_stage(2, d / "stage2-only", model=str(base), overrides={**seed_opt, "max_steps": 2 * steps},
                             **common)
+    seed_opt["max_steps"] = steps
     s1 = ensure_stage(1, d / "stage1", model=str(base), overrides=seed_opt, **common)
     alpha = 0.0 if method == "SCoRe (alpha=0)" else None
     name = "stage2-alpha0" if alpha == 0.0 else "stage2"
@@ -58,11 +59,12 @@ def run_method(method: str, base: Path, root: Path, seed: int, recipe: str, step
 
 
 def run_repro(root: str = "runs/repro", *, seeds: tuple[int, ...] = (0, 1, 2), base_dir: str | None = None,
-              on_step: Callable[[str], None] = lambda s: None, callbacks=None, progress=None) -> dict[str, Any]:
+              steps: int | None = None, on_step: Callable[[str], None] = lambda s: None, callbacks=None,
+              progress=None) -> dict[str, Any]:
     """Train and evaluate every method for every seed; write results.md, results.json and plots."""
     out = Path(root)
     recipe = recipe_path("toy.yaml")
-    steps = recipe_steps(recipe)
+    steps = steps or recipe_steps(recipe)
     base = Path(base_dir) if base_dir else ensure_base(out, 0, on_step)
     results: dict[str, dict[int, dict]] = {m: {} for m in METHODS}
     for seed in seeds:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Sequence
 from contextlib import contextmanager
@@ -11,7 +12,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 console = Console(stderr=True)
-stdout = Console()
+# Piped or logged output keeps whole tables (rich would wrap them to 80 columns).
+stdout = Console(width=None if sys.stdout.isatty() else 160)
 
 
 @contextmanager

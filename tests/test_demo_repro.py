@@ -1,0 +1,86 @@
+"""`make demo` and `make repro` orchestration: which runs are trained from what, with how many
+steps, and what the results table says (training and evaluation are replaced by recorders here;
+the trainers and evaluation have their own tests)."""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+
+import pytest
+
+import score_cli.demo as demo
+import score_cli.repro as repro
+
+KEYS = ("accuracy@t1", "accuracy@t2", "delta(t1,t2)", "i->c(t1,t2)", "c->i(t1,t2)")
+
+
+def fake_metrics(t1: float, t2: float) -> dict:
+    values = (t1, t2, t2 - t1, max(t2 - t1, 0.0), max(t1 - t2, 0.0))
+    return {k: {"value": v} for k, v in zip(KEYS, values, strict=True)}
+
+
+@pytest.fixture
+def recorder(monkeypatch):
+    """Replace training and evaluation by recorders; eval accuracy depends on the model's run name and seed."""
+    calls: list[dict] = []
+
+    def ensure_stage(stage, out, *, recipe, callbacks=None, **request):
+        calls.append({"stage": stage, "out": Path(out), **request})
+        return Path(out)
+
+    def ensure_eval(model, out, *, seed=0, progress=None):
+        t1 = 0.4 + 0.01 * seed + (0.1 if Path(model).name == "stage2" else 0.0)
+        return fake_metrics(t1, t1 + (0.05 if Path(model).name == "stage2" else -0.02))
+
+    for module in (demo, repro):
+        monkeypatch.setattr(module, "ensure_stage", ensure_stage)
+        monkeypatch.setattr(module, "ensure_eval", ensure_eval)
+    monkeypatch.setattr(demo, "ensure_base", lambda root, seed, on_step: Path(root) / "base")
+    return calls
+
+
+def test_demo_trains_stage2_from_stage1_with_the_demo_steps(tmp_path, recorder):
+    rows = demo.run_demo(str(tmp_path), steps=7)
+    assert [r["stage"] for r in recorder] == [1, 2]
+    s1, s2 = recorder
+    assert s1["model"] == str(tmp_path / "base") and s2["from_checkpoint"] == str(tmp_path / "stage1")
+    assert s1["overrides"] == {"max_steps": 7} and s2["overrides"] == {"max_steps": 7}
+    assert [name for name, _ in rows] == ["base", "stage1", "stage2"]
+    # steps=None keeps the recipe's number of steps
+    recorder.clear()
+    demo.run_demo(str(tmp_path / "r"), steps=None)
+    assert all(c["overrides"] == {} for c in recorder)
+
+
+def test_repro_runs_every_method_per_seed_with_equal_total_steps(tmp_path, recorder):
+    summary = repro.run_repro(str(tmp_path), seeds=(0, 1, 2), base_dir=str(tmp_path / "base"), steps=5)
+    by_run = {(c["out"].parent.name, c["out"].name): c for c in recorder}
+    assert len(by_run) == 3 * 5  # per seed: single-turn, stage2-only, stage1, 2 x stage2
+    stage1_calls = [c for c in recorder if c["out"].name == "stage1"]  # asked for by both SCoRe variants
+    assert all(c == by_run[(c["out"].parent.name, "stage1")] for c in stage1_calls)
+    for seed in (0, 1, 2):
+        single = by_run[(f"seed{seed}", "single-turn")]
+        assert single["overrides"] == {"seed": seed, "single_turn": True, "max_steps": 10}
+        assert single["model"] == str(tmp_path / "base")
+        only2 = by_run[(f"seed{seed}", "stage2-only")]
+        assert only2["stage"] == 2 and only2["model"] == str(tmp_path / "base")
+        assert only2["overrides"]["max_steps"] == 10
+        s1 = by_run[(f"seed{seed}", "stage1")]
+        assert s1["stage"] == 1 and s1["overrides"]["max_steps"] == 5
+        full, a0 = by_run[(f"seed{seed}", "stage2")], by_run[(f"seed{seed}", "stage2-alpha0")]
+        assert full["from_checkpoint"] == a0["from_checkpoint"] == str(tmp_path / f"seed{seed}" / "stage1")
+        assert a0["overrides"]["alpha"] == 0.0 and "alpha" not in full["overrides"]
+    # mean and standard deviation over seeds: full SCoRe's t1 is 0.5, 0.51, 0.52
+    mean, sd = summary["SCoRe"]["t1"]
+    assert mean == pytest.approx(0.51) and sd == pytest.approx(statistics.stdev([0.5, 0.51, 0.52]))
+    assert summary["SCoRe"]["Δ(t1,t2)"][0] == pytest.approx(0.05)
+    assert summary["base"]["Δ(t1,t2)"][0] == pytest.approx(-0.02)
+    table = (tmp_path / "results.md").read_text()
+    assert "| SCoRe | 51.0 ± 1.0 | 56.0 ± 1.0 | +5.0 ± 0.0 |" in table
+    assert "5 RL steps per stage, 10 for one-stage methods" in table
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved["steps_per_stage"] == 5 and saved["per_seed"]["SCoRe"]["2"]["accuracy@t1"] == pytest.approx(0.52)
+    assert (tmp_path / "accuracy_per_attempt.png").stat().st_size > 0
+    assert (tmp_path / "training_curves.png").stat().st_size > 0
