@@ -27,8 +27,12 @@ from score_cli.models import read_run_record
 log = logging.getLogger(__name__)
 
 METHODS = ("base", "single-turn RL", "Stage II only", "SCoRe (alpha=0)", "SCoRe")
+# The paper's columns, then the conditional rates that say *how* attempt 2 changes: an independent
+# retry fixes about as many wrong answers as it breaks right ones, a copy neither, a self-corrector
+# fixes more than it breaks.
 COLUMNS = (("t1", "accuracy@t1"), ("t2", "accuracy@t2"), ("Δ(t1,t2)", "delta(t1,t2)"),
-           ("Δ i→c", "i->c(t1,t2)"), ("Δ c→i", "c->i(t1,t2)"))
+           ("Δ i→c", "i->c(t1,t2)"), ("Δ c→i", "c->i(t1,t2)"), ("fixed|wrong", "fixed|wrong(t1,t2)"),
+           ("broken|right", "broken|right(t1,t2)"), ("answer changed", "answer_changed(t1,t2)"))
 
 
 def recipe_steps(recipe: str) -> int:

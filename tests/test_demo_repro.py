@@ -13,11 +13,13 @@ import pytest
 import score_cli.demo as demo
 import score_cli.repro as repro
 
-KEYS = ("accuracy@t1", "accuracy@t2", "delta(t1,t2)", "i->c(t1,t2)", "c->i(t1,t2)")
+KEYS = ("accuracy@t1", "accuracy@t2", "delta(t1,t2)", "i->c(t1,t2)", "c->i(t1,t2)", "fixed|wrong(t1,t2)",
+        "broken|right(t1,t2)", "answer_changed(t1,t2)")
 
 
 def fake_metrics(t1: float, t2: float) -> dict:
-    values = (t1, t2, t2 - t1, max(t2 - t1, 0.0), max(t1 - t2, 0.0))
+    i2c, c2i = max(t2 - t1, 0.0), max(t1 - t2, 0.0)
+    values = (t1, t2, t2 - t1, i2c, c2i, i2c / (1 - t1), c2i / t1, i2c + c2i)
     return {k: {"value": v} for k, v in zip(KEYS, values, strict=True)}
 
 
@@ -77,6 +79,7 @@ def test_repro_runs_every_method_per_seed_with_equal_total_steps(tmp_path, recor
     assert mean == pytest.approx(0.51) and sd == pytest.approx(statistics.stdev([0.5, 0.51, 0.52]))
     assert summary["SCoRe"]["Δ(t1,t2)"][0] == pytest.approx(0.05)
     assert summary["base"]["Δ(t1,t2)"][0] == pytest.approx(-0.02)
+    assert summary["base"]["broken|right"][0] == pytest.approx(statistics.fmean(0.02 / t for t in (0.4, 0.41, 0.42)))
     table = (tmp_path / "results.md").read_text()
     assert "| SCoRe | 51.0 ± 1.0 | 56.0 ± 1.0 | +5.0 ± 0.0 |" in table
     assert "5 RL steps per stage, 10 for one-stage methods" in table
