@@ -105,7 +105,8 @@ def summarise(results: dict[str, dict[int, dict]]) -> dict[str, dict[str, tuple[
 
 
 def markdown_table(summary: dict, seeds, steps: int) -> str:
-    head = "| method | " + " | ".join(c for c, _ in COLUMNS) + " |\n|---|" + "---|" * len(COLUMNS) + "\n"
+    names = (c.replace("|", "\\|") for c, _ in COLUMNS)  # a bare | would split the markdown column
+    head = "| method | " + " | ".join(names) + " |\n|---|" + "---|" * len(COLUMNS) + "\n"
     rows = "".join(
         f"| {m} | " + " | ".join(f"{100 * mu:+.1f} ± {100 * sd:.1f}" if c.startswith("Δ(") else
                                  f"{100 * mu:.1f} ± {100 * sd:.1f}" for c, (mu, sd) in row.items()) + " |\n"

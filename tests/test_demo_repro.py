@@ -82,6 +82,8 @@ def test_repro_runs_every_method_per_seed_with_equal_total_steps(tmp_path, recor
     assert summary["base"]["broken|right"][0] == pytest.approx(statistics.fmean(0.02 / t for t in (0.4, 0.41, 0.42)))
     table = (tmp_path / "results.md").read_text()
     assert "| SCoRe | 51.0 ± 1.0 | 56.0 ± 1.0 | +5.0 ± 0.0 |" in table
+    header, rule = table.splitlines()[:2]
+    assert r"| fixed\|wrong |" in header and header.replace(r"\|", "").count("|") == rule.count("|")
     assert "5 RL steps per stage, 10 for one-stage methods" in table
     saved = json.loads((tmp_path / "results.json").read_text())
     assert saved["steps_per_stage"] == 5 and saved["per_seed"]["SCoRe"]["2"]["accuracy@t1"] == pytest.approx(0.52)
