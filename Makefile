@@ -23,7 +23,7 @@ test: install
 	$(BIN)/python -m pytest tests
 
 lint: install
-	$(BIN)/ruff check score_cli tests benchmarks
+	$(BIN)/ruff check score_cli tests benchmarks scripts
 
 demo: install
 	$(BIN)/python -m score_cli demo
