@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--max-new-tokens", type=int, default=64)
     ap.add_argument("--hidden", type=int, default=128)
     ap.add_argument("--layers", type=int, default=4)
-    ap.add_argument("--rounds", type=int, default=2, help="alternating raw/eval rounds; the best of each is kept")
+    ap.add_argument("--rounds", type=int, default=3, help="alternating raw/eval rounds; the best of each is kept")
     ap.add_argument("--out", type=str, default=None)
     args = ap.parse_args(argv)
     torch.manual_seed(0)
