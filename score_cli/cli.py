@@ -337,12 +337,11 @@ def demo_cmd(
     ] = None,
 ) -> None:
     """The main job end to end, offline: toy base model, Stage I, Stage II, and eval of all three."""
-    from score_cli.demo import run_demo
-    from score_cli.ui import console, eval_progress, results_table, stdout, training_progress
+    from score_cli.demo import DEMO_STEPS, run_demo
+    from score_cli.ui import announce, eval_progress, results_table, stdout, training_progress
 
     setup_logging(False)
-    steps = {"steps": max_steps} if max_steps else {}
-    rows = run_demo(root, seed=seed, on_step=lambda s: console.print(f"[bold cyan]==>[/] {s}"), **steps,
+    rows = run_demo(root, seed=seed, steps=max_steps or DEMO_STEPS, on_step=announce,
                     callbacks=[training_progress()], progress=eval_progress)
     stdout.print(results_table("toy world: held-out test problems", rows))
 
@@ -362,15 +361,14 @@ def repro_cmd(
 ) -> None:
     """The paper's comparison in the toy world: base, single-turn RL, Stage II only, SCoRe alpha=0, SCoRe."""
     from score_cli.repro import run_repro
-    from score_cli.ui import console, eval_progress, stdout, training_progress
+    from score_cli.ui import announce, eval_progress, stdout, training_progress
 
     setup_logging(False)
     seed_list = tuple(int(s) for s in seeds.split(",") if s.strip())
     if len(seed_list) < 1:
         raise ScoreError("--seeds needs at least one seed, e.g. --seeds 0,1,2")
-    run_repro(root, seeds=seed_list, base_dir=base, steps=max_steps,
-              on_step=lambda s: console.print(f"[bold cyan]==>[/] {s}"), callbacks=[training_progress()],
-              progress=eval_progress)
+    run_repro(root, seeds=seed_list, base_dir=base, steps=max_steps, on_step=announce,
+              callbacks=[training_progress()], progress=eval_progress)
     stdout.print((Path(root) / "results.md").read_text(), markup=False, highlight=False)
     stdout.print(f"wrote {root}/results.md, results.json, accuracy_per_attempt.png, training_curves.png")
 

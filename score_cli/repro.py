@@ -47,19 +47,18 @@ def run_method(method: str, base: Path, root: Path, seed: int, recipe: str, step
         return base
     d = root / f"seed{seed}"
     common = {"recipe": recipe, "callbacks": callbacks}
-    seed_opt = {"seed": seed}
+    per_stage = {"seed": seed, "max_steps": steps}
+    one_stage = {"seed": seed, "max_steps": 2 * steps}  # as many steps as the two SCoRe stages together
     if method == "single-turn RL":
-        return ensure_stage(2, d / "single-turn", model=str(base),
-                            overrides={**seed_opt, "single_turn": True, "max_steps": 2 * steps}, **common)
-    if method == "Stage II only":
-        return ensure_stage(2, d / "stage2-only", model=str(base), overrides={**seed_opt, "max_steps": 2 * steps},
+        return ensure_stage(2, d / "single-turn", model=str(base), overrides={**one_stage, "single_turn": True},
                             **common)
-    seed_opt["max_steps"] = steps
-    s1 = ensure_stage(1, d / "stage1", model=str(base), overrides=seed_opt, **common)
+    if method == "Stage II only":
+        return ensure_stage(2, d / "stage2-only", model=str(base), overrides=one_stage, **common)
+    s1 = ensure_stage(1, d / "stage1", model=str(base), overrides=per_stage, **common)
     alpha = 0.0 if method == "SCoRe (alpha=0)" else None
     name = "stage2-alpha0" if alpha == 0.0 else "stage2"
     extra = {"alpha": alpha} if alpha is not None else {}
-    return ensure_stage(2, d / name, from_checkpoint=str(s1), overrides={**seed_opt, **extra}, **common)
+    return ensure_stage(2, d / name, from_checkpoint=str(s1), overrides={**per_stage, **extra}, **common)
 
 
 def run_repro(root: str = "runs/repro", *, seeds: tuple[int, ...] = (0, 1, 2), base_dir: str | None = None,

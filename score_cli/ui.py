@@ -16,6 +16,11 @@ console = Console(stderr=True)
 stdout = Console(width=None if sys.stdout.isatty() else 160)
 
 
+def announce(step: str) -> None:
+    """One line on stderr as a long job (demo, repro) moves to its next step."""
+    console.print(f"[bold cyan]==>[/] {step}")
+
+
 @contextmanager
 def eval_progress(description: str = "evaluating"):
     """A progress bar over problems showing problems/s and generated tokens/s.
