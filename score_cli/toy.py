@@ -146,6 +146,10 @@ def question_text(a: int, op: str, b: int) -> str:
     return f"{a}{op}{b}=?"
 
 
+def answer_of(a: int, op: str, b: int) -> str:
+    return str(a + b if op == "+" else a - b)
+
+
 def split_of(a: int, op: str, b: int) -> str:
     """'train' or 'test', decided by a hash of the question alone: the splits are disjoint for
     every seed and size, and the same problem always lands in the same split."""
@@ -183,8 +187,7 @@ def toy_problems(split: str = "test", seed: int = 0, n: int | None = None) -> li
         if q in seen:
             continue
         seen.add(q)
-        answer = a + b if op == "+" else a - b
-        problems.append(Problem(id=f"toy/{split}/{q[:-2]}", question=q, answer=str(answer),
+        problems.append(Problem(id=f"toy/{split}/{q[:-2]}", question=q, answer=answer_of(a, op, b),
                                 meta={"a": a, "op": op, "b": b}))
     return problems
 
@@ -236,14 +239,6 @@ def gold_solution(problem: Problem) -> str:
     return GOLD.solve(m["a"], m["op"], m["b"])
 
 
-def final_answer(text: str) -> str | None:
-    """The toy format's final answer (for checks on generated data; grading uses `grade_math`)."""
-    import re
-
-    found = re.findall(r"The final answer is \$([^$]*)\$", text)
-    return found[-1] if found else None
-
-
 # ---------------------------------------------------------------------------------------------
 # Training data for the base model: imitation of the noisy solver, with second attempts that do
 # not depend on whether the first was right
@@ -270,9 +265,8 @@ class ToyData:
     def conversation(self, rng: random.Random, problem: tuple[int, str, int] | None = None) -> dict:
         """One conversation about a random train problem, or about `problem` = (a, op, b)."""
         a, op, b = problem or _draw_problem(rng, "train")
-        answer = str(a + b if op == "+" else a - b)
         y1 = self.first.solve(a, op, b, rng)
-        row = {"question": question_text(a, op, b), "answer": answer, "y1": y1, "y2": None, "copied": None}
+        row = {"question": question_text(a, op, b), "answer": answer_of(a, op, b), "y1": y1, "y2": None, "copied": None}
         if rng.random() < self.two_turn:
             copied = rng.random() < self.copy
             row["copied"] = copied

@@ -11,6 +11,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from score_cli.math_grader import extract_answer as final_answer
 from score_cli.rollout import Decoding, HFGenerator, first_attempt_ids, instruction_ids, run_attempts
 from score_cli.toy import (
     RECORD_FILE,
@@ -20,7 +21,6 @@ from score_cli.toy import (
     ToyTraining,
     build_char_tokenizer,
     conversation_ids,
-    final_answer,
     gold_solution,
     make_test_model,
     split_of,
