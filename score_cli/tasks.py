@@ -171,9 +171,9 @@ def load_task(
         if bench == "mbpp":  # MBPP's own format: task_id, text, test_list (test_setup_code, code)
             from score_cli.code_task import CodeTask, mbpp_problem
 
-            missing = [k for k in ("task_id", "text", "test_list") if rows and k not in rows[0]]
             if not rows:
                 raise ScoreError(f"data file {data} holds no problems: pass a file with at least one row")
+            missing = [k for k in ("task_id", "text", "test_list") if k not in rows[0]]
             if missing:
                 raise ScoreError(f"data file {data} lacks MBPP field(s) {', '.join(missing)}: use MBPP's row format")
             task, problems = CodeTask("mbpp"), [mbpp_problem(r) for r in rows]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 
-import pytest
 from transformers import AutoTokenizer
 from typer.testing import CliRunner
 
@@ -42,8 +41,8 @@ def test_code_reward_per_attempt_in_the_trainer(tmp_path, tiny_model_dir, script
     assert trainer._attempt_rewards[:, 1].tolist() == [1.0, 0.0, 1.0, 1.0]
 
 
-@pytest.mark.parametrize("stage", ["stage1"])
-def test_stage1_trains_on_a_local_mbpp_file(tmp_path, tiny_model_dir, stage):
+def test_stage1_trains_on_a_local_mbpp_file(tmp_path, tiny_model_dir):
+    stage = "stage1"
     data = tmp_path / "mbpp.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in ROWS))
     out = tmp_path / "s1"
