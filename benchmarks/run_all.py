@@ -13,7 +13,13 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-BENCHES = ["bench_eval.py", "bench_train.py", "bench_sandbox.py"]
+# (result name, script, arguments)
+BENCHES = [
+    ("bench_eval", "bench_eval.py", []),
+    ("bench_train", "bench_train.py", ["--setting", "math"]),
+    ("bench_train_toy", "bench_train.py", ["--setting", "toy"]),
+    ("bench_sandbox", "bench_sandbox.py", []),
+]
 
 
 def main() -> int:
@@ -21,10 +27,10 @@ def main() -> int:
     out.mkdir(exist_ok=True)
     summary = {"machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.python_version()}"}
     failed = 0
-    for name in BENCHES:
-        target = out / name.replace(".py", ".json")
+    for name, script, args in BENCHES:
+        target = out / f"{name}.json"
         print(f"== {name}", flush=True)
-        r = subprocess.run([sys.executable, str(HERE / name), "--out", str(target)])
+        r = subprocess.run([sys.executable, str(HERE / script), *args, "--out", str(target)])
         if r.returncode != 0:
             failed += 1
             continue

@@ -84,6 +84,11 @@ def build_char_tokenizer(alphabet: str = ALPHABET) -> PreTrainedTokenizerFast:
     tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token=SPECIAL_TOKENS["pad"]))
     tok.pre_tokenizer = pre_tokenizers.Split(Regex("[\\s\\S]"), behavior="isolated")
     tok.decoder = decoders.Fuse()
+    return with_chat_template(tok)
+
+
+def with_chat_template(tok) -> PreTrainedTokenizerFast:
+    """A `tokenizers.Tokenizer` holding SPECIAL_TOKENS, as a transformers tokenizer with the toy chat template."""
     fast = PreTrainedTokenizerFast(
         tokenizer_object=tok,
         bos_token=SPECIAL_TOKENS["bos"],
