@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import logging
 import os
@@ -131,41 +130,13 @@ SCORE_FIELDS = ("alpha", "beta1", "beta2", "gamma", "baseline", "instruction", "
                 "save_steps", "seed", "report_to", "logging_steps", "loss_type")
 
 
-def _option_type(tp) -> type:
-    """The click-friendly type of a config field (complex types are passed as YAML text)."""
-    import types
-    import typing
-
-    args = [a for a in typing.get_args(tp) if a is not type(None)]
-    if typing.get_origin(tp) in (typing.Union, types.UnionType) and len(args) == 1:
-        tp = args[0]
-    return tp if tp in (bool, int, float, str) else str
-
-
-def _parse_value(tp, value):
-    """Turn an option's text into the field's value: YAML for dicts and lists, commas for lists."""
-    import typing
-
-    if not isinstance(value, str) or _option_type(tp) is not str:
-        return value
-    kinds = {typing.get_origin(a) or a for a in typing.get_args(tp)} | {typing.get_origin(tp)}
-    if dict in kinds or list in kinds:
-        import yaml
-
-        if value.strip().startswith(("{", "[")):
-            return yaml.safe_load(value)
-        if list in kinds and "," in value:
-            return [v.strip() for v in value.split(",")]
-    return value
-
-
 def with_config_options(fn):
     """Add one option per SCoReConfig field to a command, collected into `overrides`."""
     import inspect
 
-    from score_cli.train import DERIVED_FIELDS, config_fields
+    from score_cli.config_options import SIMPLE_KINDS, field_specs, parse_value
 
-    fields = {f.name: (f, tp) for f, tp in config_fields() if f.name not in DERIVED_FIELDS}
+    fields = {s.name: s for s in field_specs()}
     sig = inspect.signature(fn, eval_str=True)
     params = [p for p in sig.parameters.values() if p.name != "overrides"]
     taken = {p.name for p in params}
@@ -173,22 +144,19 @@ def with_config_options(fn):
     for name in sorted(fields, key=lambda n: (order.get(n, len(order)), n)):
         if name in taken:
             continue
-        f, tp = fields[name]
-        default = f.default if f.default is not dataclasses.MISSING else (
-            f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
-        help_text = (f.metadata.get("help") or "").replace("[", r"\[").split("\n")[0][:300]
+        spec = fields[name]
         option = typer.Option(
-            help=help_text,
-            show_default=str(default),
+            help=spec.help.replace("[", r"\["),
+            show_default=spec.default,
             rich_help_panel="SCoRe" if name in SCORE_FIELDS else "Training config (SCoReConfig / GRPOConfig)",
         )
         params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None,
-                                        annotation=Annotated[_option_type(tp) | None, option]))
+                                        annotation=Annotated[SIMPLE_KINDS[spec.kind] | None, option]))
 
     @functools.wraps(fn)
     def wrapper(**kwargs):
         given = {k: kwargs.pop(k) for k in list(kwargs) if k in fields and k not in taken}
-        overrides = {k: _parse_value(fields[k][1], v) for k, v in given.items() if v is not None}
+        overrides = {k: parse_value(fields[k], v) for k, v in given.items() if v is not None}
         return fn(**kwargs, overrides=overrides)
 
     wrapper.__signature__ = sig.replace(parameters=params)

@@ -22,6 +22,7 @@ from typing import Any
 from transformers import TrainerCallback
 
 from score_cli import __version__
+from score_cli.config_options import DERIVED_FIELDS
 from score_cli.errors import ScoreError
 from score_cli.files import atomic_write_json, atomic_write_text
 from score_cli.models import check_model_source, read_run_record
@@ -32,8 +33,6 @@ RUN_RECORD = "score_run.json"
 CONFIG_FILE = "score_config.yaml"
 # Keys a recipe may hold besides SCoReConfig fields: what to train on, and from what.
 DATA_KEYS = ("model", "bench", "data", "question_field", "answer_field", "limit")
-# Config fields the CLI does not offer: derived or set by score itself.
-DERIVED_FIELDS = ("beta", "max_completion_length", "output_dir", "stage", "ref_model")
 
 
 @dataclass
