@@ -130,13 +130,21 @@ SCORE_FIELDS = ("alpha", "beta1", "beta2", "gamma", "baseline", "instruction", "
                 "save_steps", "seed", "report_to", "logging_steps", "loss_type")
 
 
+@functools.cache
+def _stage_options() -> dict:
+    """SCoReConfig's field descriptions by name, read once for both stage commands."""
+    from score_cli.config_options import field_specs
+
+    return {s.name: s for s in field_specs()}
+
+
 def with_config_options(fn):
     """Add one option per SCoReConfig field to a command, collected into `overrides`."""
     import inspect
 
-    from score_cli.config_options import SIMPLE_KINDS, field_specs, parse_value
+    from score_cli.config_options import SIMPLE_KINDS, parse_value
 
-    fields = {s.name: s for s in field_specs()}
+    fields = _stage_options()
     sig = inspect.signature(fn, eval_str=True)
     params = [p for p in sig.parameters.values() if p.name != "overrides"]
     taken = {p.name for p in params}
