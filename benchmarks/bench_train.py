@@ -1,24 +1,27 @@
 """Training step time: a SCoRe two-attempt step vs TRL's own GRPOTrainer single-attempt step.
 
-Both trainers get the same tiny random model, tokenizer, prompts, batch, number of generations,
+Both trainers get the same small random model, tokenizer, prompts, batch, number of generations,
 learning rate, KL coefficient, reward (the task's grader) and per-attempt length. A SCoRe step
 generates two attempts one after the other, the second from the longer context x + y1 + the
-instruction, and trains on x + y1 + instruction + y2, so it costs at least 2x a single-attempt step
-where the instruction is not negligible; the issue's goal is at most 2.0x. Two settings:
+instruction, and trains on x + y1 + instruction + y2; the issue's goal is at most 2.0x a
+single-attempt step. Two settings:
 
 - `math` (default): the MATH task as `score stage1 --bench math` runs it - the paper's prompt and
   self-correction instruction, CHAMP competition problems, math-verify grading - with a byte-level
   BPE tokenizer trained here, offline, on English and math text (Python's docs and CHAMP's
   solutions), so prompt (~130), instruction (90) and attempt (128) lengths in tokens are in the
-  proportions of a real run with short attempts.
+  proportions of a real run with short attempts; the model has the recipes' model's proportions
+  (`--shape qwen`, 512 wide: see SHAPES).
 - `toy`: the toy world's character-level tokenizer, short questions (~12 tokens) and a 68-token
-  instruction, twice an attempt of 32: a worst case. The time per token is reported too.
+  instruction, twice an attempt of 32, on a 128-wide model (`--shape tiny`): a worst case.
+
+The time per token trained is reported too.
 
 The trainers alternate for `--rounds` rounds and each keeps its best round (median step time of a
 round, first step excluded), so warm-up and load drift favour neither. Process CPU time is
 reported beside wall-clock time: on a shared VM it is less disturbed by other tenants.
 
-    python benchmarks/bench_train.py [--setting math|toy] [--rounds 3] [--max-new-tokens N] [--out FILE]
+    python benchmarks/bench_train.py [--setting math|toy] [--shape qwen|tiny] [--rounds 3] [--out FILE]
 """
 
 from __future__ import annotations
@@ -88,6 +91,27 @@ def subword_tokenizer(vocab_size: int = 8192):
     return with_chat_template(tok)
 
 
+# Model proportions. What sets a second attempt's extra cost is attention over the longer context
+# beside the rest of the per-token work, so the shape matters, not only the size:
+# - qwen: Qwen2.5-Math-1.5B's (the recipes' model: 12 heads of 128, 2 KV heads, MLP 5.83x the
+#   width) at width 512: heads of 64, 4 query heads per KV head, MLP 5.83x.
+# - tiny: a 128-wide model without grouped-query attention and a 4x MLP, where attention over a
+#   few hundred tokens is a far larger share of the work than in any released model.
+SHAPES = {
+    "qwen": {"hidden": 512, "head_dim": 64, "queries_per_kv_head": 4, "mlp_ratio": 8960 / 1536},
+    "tiny": {"hidden": 128, "head_dim": 32, "queries_per_kv_head": 1, "mlp_ratio": 4.0},
+}
+
+
+def model_shape(name: str, hidden: int | None = None) -> dict[str, int]:
+    """`tiny_causal_lm` keyword arguments of a shape, at its own width or at `hidden`."""
+    s = SHAPES[name]
+    width = hidden or s["hidden"]
+    heads = max(1, width // s["head_dim"])
+    return {"hidden": width, "heads": heads, "kv_heads": max(1, heads // s["queries_per_kv_head"]),
+            "intermediate": round(width * s["mlp_ratio"])}
+
+
 def setting(name: str):
     """(tokenizer, task, problems) of a bench setting."""
     from score_cli.tasks import MathTask, champ_problems
@@ -125,19 +149,25 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--prompts", type=int, default=8)
     ap.add_argument("--generations", type=int, default=4)
     ap.add_argument("--max-new-tokens", type=int, default=None, help="per attempt; default 128 (math), 32 (toy)")
-    ap.add_argument("--hidden", type=int, default=128)
+    ap.add_argument("--shape", choices=sorted(SHAPES), default=None,
+                    help="the model's proportions; default qwen (math), tiny (toy)")
+    ap.add_argument("--hidden", type=int, default=None, help="width; default the shape's")
     ap.add_argument("--layers", type=int, default=4)
     ap.add_argument("--out", type=str, default=None)
     args = ap.parse_args(argv)
     max_new = args.max_new_tokens or (128 if args.setting == "math" else 32)
     steps = args.steps or (3 if args.setting == "math" else 6)
+    shape_name = args.shape or ("qwen" if args.setting == "math" else "tiny")
+    shape = model_shape(shape_name, args.hidden)
 
     tok, task, problems = setting(args.setting)
     firsts = [first_attempt_ids(tok, task, p) for p in problems]
     instruction = instruction_ids(tok, task.instruction)
     cuda = torch.cuda.is_available()
     with tempfile.TemporaryDirectory() as tmp:
-        tiny_causal_lm(tok, hidden=args.hidden, layers=args.layers, heads=4, max_len=4096).save_pretrained(tmp)
+        model = tiny_causal_lm(tok, layers=args.layers, max_len=4096, **shape)
+        n_params = sum(p.numel() for p in model.parameters())
+        model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
         common = dict(
             per_device_train_batch_size=args.prompts * args.generations, num_generations=args.generations,
@@ -185,6 +215,7 @@ def main(argv: list[str] | None = None) -> dict:
         "setting": args.setting,
         "device": torch.cuda.get_device_name(0) if cuda else "cpu",
         "tokenizer": f"{'byte-level BPE' if args.setting == 'math' else 'character-level'}, {len(tok)} tokens",
+        "model": {"shape": shape_name, "layers": args.layers, **shape, "parameters": n_params},
         "sequences_per_step": args.prompts * args.generations,
         "prompt_tokens_mean": mean_tokens(firsts),
         "instruction_tokens": len(instruction),

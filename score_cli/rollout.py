@@ -155,12 +155,28 @@ def run_attempts(
     instruction: Sequence[int],
     eos_id: int,
     group_size: int = 1,
-    on_attempt: Callable[[int, list[list[int]]], None] | None = None,
 ) -> list[Rollout]:
-    """Generate `turns` attempts for each input; attempt k+1 sees attempts 1..k and the instruction."""
+    """Generate `turns` attempts for each input; attempt k+1 sees attempts 1..k and the instruction.
+
+    A generator with a `wave_size` gets the inputs in waves of that many, longest first, each wave
+    through all its attempts before the next: it can keep a wave's KV cache from one attempt to the
+    next (`HFGenerator` does) without holding the cache of every input at once.
+    """
     if turns < 1:
         raise ValueError("turns must be at least 1")
     rollouts = [Rollout(inputs=[list(x)]) for x in first_inputs]
+    wave = getattr(generate, "wave_size", None) or len(rollouts) or 1
+    order = sorted(range(len(rollouts)), key=lambda i: -len(rollouts[i].inputs[0])) if wave < len(rollouts) else None
+    for start in range(0, len(rollouts), wave):
+        idx = order[start : start + wave] if order else range(start, start + wave)
+        _attempts(generate, [rollouts[i] for i in idx if i < len(rollouts)], turns=turns,
+                  instruction=instruction, eos_id=eos_id, group_size=group_size)
+    return rollouts
+
+
+def _attempts(generate: Generator, rollouts: list[Rollout], *, turns: int, instruction: Sequence[int], eos_id: int,
+              group_size: int) -> None:
+    """All attempts of some rollouts, one generator call per attempt."""
     track_logprobs = True
     for k in range(turns):
         inputs = [r.inputs[k] for r in rollouts]
@@ -172,12 +188,9 @@ def run_attempts(
                 r.logprobs = (r.logprobs or []) + [list(logprobs[i])]
             if k + 1 < turns:
                 r.inputs.append(next_attempt_input(r.inputs[k], outputs[i], eos_id=eos_id, instruction=instruction))
-        if on_attempt is not None:
-            on_attempt(k, outputs)
     if not track_logprobs:
         for r in rollouts:
             r.logprobs = None
-    return rollouts
 
 
 # ---------------------------------------------------------------------------------------------
@@ -200,52 +213,142 @@ class Decoding:
         return self.temperature <= 0.0
 
 
+def left_pad(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(ids, attention mask) of token rows, left-padded to the longest."""
+    width = max((len(r) for r in rows), default=0)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        if r:
+            ids[i, width - len(r) :] = torch.tensor(list(r))
+            mask[i, width - len(r) :] = 1
+    return ids, mask
+
+
+@dataclass
+class Continuation:
+    """What one batched `generate` call leaves so that the next attempt need not re-read its rows.
+
+    `rows[i]` is input i followed by its output; `sequences` holds them as generated (left padding,
+    then padding after an early EOS, both masked in `mask`); `cache` is the KV cache of every column
+    but the last (the last sampled token was never fed to the model).
+    """
+
+    rows: list[list[int]]
+    sequences: torch.Tensor
+    mask: torch.Tensor
+    cache: Any
+
+    def extends(self, inputs: Sequence[Sequence[int]]) -> bool:
+        """Whether each input is its row followed by at least one new token (attempt k+1 after k)."""
+        return len(inputs) == len(self.rows) and all(
+            len(x) > len(r) and list(x[: len(r)]) == r for x, r in zip(inputs, self.rows, strict=True)
+        )
+
+
+def generate_batch(
+    model, inputs: Sequence[Sequence[int]], *, pad_id: int, eos_ids: Sequence[int],
+    previous: Continuation | None = None, keep: bool = False, **generate_kw,
+) -> tuple[list[list[int]], Continuation | None]:
+    """One left-padded `model.generate` call; each output is cut after its first EOS.
+
+    Where every input extends `previous`'s row (x_{k+1} = x_k + y_k + instruction), the call reads
+    only the new tokens: attempt k's KV cache holds the rest, and padding in between is masked
+    (positions come from the mask, so the model sees what a fresh call would feed it). With `keep`,
+    returns the `Continuation` of this call for the next attempt (None where the model's cache
+    cannot be continued).
+    """
+    device = model.device
+    continued = previous is not None and previous.extends(inputs)
+    if continued:
+        tail, tail_mask = left_pad([x[len(r) :] for x, r in zip(inputs, previous.rows, strict=True)], pad_id)
+        ids = torch.cat([previous.sequences, tail.to(device)], dim=1)
+        mask = torch.cat([previous.mask, tail_mask.to(device)], dim=1)
+        generate_kw[_CACHE_KWARG] = previous.cache
+    else:
+        ids, mask = (t.to(device) for t in left_pad(inputs, pad_id))
+    del previous  # the caller's reference aside, nothing here holds the old cache any longer
+    out = model.generate(input_ids=ids, attention_mask=mask, return_dict_in_generate=True, **generate_kw)
+    new = out.sequences[:, ids.size(1) :]
+    is_eos = torch.isin(new, torch.tensor(list(eos_ids), device=new.device))
+    lengths = torch.where(is_eos.any(1), is_eos.int().argmax(1) + 1, new.size(1))
+    outputs = [row[:n] for row, n in zip(new.tolist(), lengths.tolist(), strict=True)]
+    cache = getattr(out, "cache", None)
+    if cache is None:
+        cache = getattr(out, "past_key_values", None)
+    if not (keep and _continuable(cache, out.sequences.size(1) - 1)):
+        return outputs, None
+    kept = torch.arange(new.size(1), device=new.device)[None, :] < lengths[:, None]
+    return outputs, Continuation(
+        rows=[[*x, *o] for x, o in zip(inputs, outputs, strict=True)],
+        sequences=out.sequences, mask=torch.cat([mask, kept.to(mask.dtype)], dim=1), cache=cache,
+    )
+
+
+def _cache_kwarg() -> str:
+    """`generate`'s keyword for a KV cache to continue from (`cache` in newer transformers)."""
+    from transformers.generation.utils import GenerateDecoderOnlyOutput
+
+    return "cache" if "cache" in GenerateDecoderOnlyOutput.__dataclass_fields__ else "past_key_values"
+
+
+_CACHE_KWARG = _cache_kwarg()
+
+
+def _continuable(cache, length: int) -> bool:
+    """Only a plain dynamic cache of full attention, exactly `length` long, is extended: static caches
+    have no room for more, sliding-window ones have dropped tokens."""
+    from transformers import DynamicCache
+
+    layers = getattr(cache, "layers", None)
+    return (
+        isinstance(cache, DynamicCache) and bool(layers)
+        and all(type(layer).__name__ == "DynamicLayer" for layer in layers)
+        and cache.get_seq_length() == length
+    )
+
+
 class HFGenerator:
     """Left-padded batched `model.generate`, longest inputs first to waste little padding.
 
-    `on_batch(n_sequences, n_new_tokens)` is called after every batch (for progress bars).
+    `run_attempts` hands it one batch at a time (`wave_size`) through all attempts, so attempt k+1
+    continues from attempt k's KV cache (`reuse_cache`) instead of re-reading x + y_k. `on_batch(
+    n_sequences, n_new_tokens)` is called after every batch (for progress bars).
     """
 
-    def __init__(self, model, tokenizer, decoding: Decoding, on_batch: Callable[[int, int], None] | None = None):
+    def __init__(self, model, tokenizer, decoding: Decoding, on_batch: Callable[[int, int], None] | None = None,
+                 reuse_cache: bool = True):
         self.model = model
         self.decoding = decoding
         self.on_batch = on_batch
+        self.reuse_cache = reuse_cache
+        self.wave_size = decoding.batch_size if reuse_cache else None
         self.eos_ids = _eos_ids(model, tokenizer)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos_ids[0]
         self.generated_tokens = 0
         self.generate_seconds = 0.0
+        self._last: Continuation | None = None
 
     def __call__(self, inputs: list[list[int]], *, group_size: int = 1):
         d = self.decoding
-        order = sorted(range(len(inputs)), key=lambda i: -len(inputs[i]))
+        one_batch = len(inputs) <= d.batch_size  # a wave: kept in order, so the next attempt can continue it
+        order = list(range(len(inputs))) if one_batch else sorted(range(len(inputs)), key=lambda i: -len(inputs[i]))
         outputs: list[list[int]] = [[] for _ in inputs]
-        device = self.model.device
-        eos = torch.tensor(self.eos_ids, device=device)
+        kw = generate_kwargs(d, self.eos_ids, self.pad_id)
         for start in range(0, len(order), d.batch_size):
             idx = order[start : start + d.batch_size]
-            width = max(len(inputs[i]) for i in idx)
-            ids = torch.full((len(idx), width), self.pad_id, dtype=torch.long)
-            mask = torch.zeros((len(idx), width), dtype=torch.long)
-            for row, i in enumerate(idx):
-                ids[row, width - len(inputs[i]) :] = torch.tensor(inputs[i])
-                mask[row, width - len(inputs[i]) :] = 1
+            previous, self._last = (self._last if one_batch else None), None
             t0 = time.perf_counter()
             with torch.inference_mode():
-                out = self.model.generate(
-                    input_ids=ids.to(device),
-                    attention_mask=mask.to(device),
-                    **generate_kwargs(d, self.eos_ids, self.pad_id),
+                new, self._last = generate_batch(
+                    self.model, [inputs[i] for i in idx], pad_id=self.pad_id, eos_ids=self.eos_ids,
+                    previous=previous, keep=self.reuse_cache and one_batch, **kw,
                 )
-            new = out[:, width:]
-            # Keep everything up to and including the first EOS; drop what follows (padding).
-            is_eos = torch.isin(new, eos)
-            lengths = torch.where(is_eos.any(1), is_eos.int().argmax(1) + 1, new.size(1)).tolist()
-            new = new.cpu().tolist()
+            del previous
             self.generate_seconds += time.perf_counter() - t0
-            n_tokens = 0
-            for row, i in enumerate(idx):
-                outputs[i] = new[row][: lengths[row]]
-                n_tokens += lengths[row]
+            for i, o in zip(idx, new, strict=True):
+                outputs[i] = o
+            n_tokens = sum(len(o) for o in new)
             self.generated_tokens += n_tokens
             if self.on_batch is not None:
                 self.on_batch(len(idx), n_tokens)

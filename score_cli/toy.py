@@ -101,9 +101,14 @@ def with_chat_template(tok) -> PreTrainedTokenizerFast:
 
 
 def tiny_causal_lm(
-    tokenizer, *, hidden: int = 64, layers: int = 2, heads: int = 4, max_len: int = 2048, seed: int = 0
+    tokenizer, *, hidden: int = 64, layers: int = 2, heads: int = 4, max_len: int = 2048, seed: int = 0,
+    kv_heads: int | None = None, intermediate: int | None = None,
 ):
-    """A randomly initialised Llama-architecture causal LM sized for tests and the toy world."""
+    """A randomly initialised Llama-architecture causal LM sized for tests and the toy world.
+
+    `kv_heads` (grouped-query attention; default: `heads`) and `intermediate` (the MLP width;
+    default 4 x `hidden`) let benchmarks give it a real model's proportions.
+    """
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -111,10 +116,10 @@ def tiny_causal_lm(
     config = LlamaConfig(
         vocab_size=len(tokenizer),
         hidden_size=hidden,
-        intermediate_size=hidden * 4,
+        intermediate_size=intermediate or hidden * 4,
         num_hidden_layers=layers,
         num_attention_heads=heads,
-        num_key_value_heads=heads,
+        num_key_value_heads=kv_heads or heads,
         max_position_embeddings=max_len,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,

@@ -37,9 +37,18 @@ from dataclasses import dataclass, field
 import torch
 from accelerate.utils import is_peft_model
 from trl import GRPOConfig, GRPOTrainer
+from trl.extras.profiling import profiling_context
+from trl.models import unwrap_model_for_generation
 from trl.trainer.utils import create_model_from_path
 
-from score_cli.rollout import NOT_GENERATED, first_attempt_ids, instruction_ids, run_attempts
+from score_cli.rollout import (
+    NOT_GENERATED,
+    Continuation,
+    first_attempt_ids,
+    generate_batch,
+    instruction_ids,
+    run_attempts,
+)
 from score_cli.tasks import Problem, Task
 
 log = logging.getLogger(__name__)
@@ -86,6 +95,11 @@ class SCoReConfig(GRPOConfig):
     single_turn: bool = field(
         default=False,
         metadata={"help": "Ablation: one attempt, A = r(y1) - b, KL beta1 (the paper's single-turn RL baseline)."},
+    )
+    reuse_attempt_cache: bool = field(
+        default=True,
+        metadata={"help": "With transformers generation, continue attempt 1's KV cache for attempt 2 instead of "
+                  "re-reading x + y1 (vLLM caches prefixes on its own)."},
     )
     beta: float = field(default=0.0, metadata={"help": "Derived from beta1/beta2; do not set."})
     report_to: str | list[str] | None = field(
@@ -330,9 +344,28 @@ class SCoReTrainer(GRPOTrainer):
     def _rollout(self, prompts: list, trainer) -> dict:
         """TRL's `rollout_func`: y1, then y2 after the instruction, by `rollout.run_attempts`."""
 
+        continuation: Continuation | None = None
+
         def generate(inputs: list[list[int]], *, group_size: int = 1):
-            ids, logprobs = self._generate_single_turn(inputs, None, {}, group_size)
-            return ids, logprobs
+            nonlocal continuation
+            if not self._continues_attempts():
+                return self._generate_single_turn(inputs, None, {}, group_size)
+            previous, continuation = continuation, None
+            with (
+                profiling_context(self, "transformers.generate"),
+                unwrap_model_for_generation(
+                    self.model_wrapped, self.accelerator, gather_deepspeed3_params=self.args.ds3_gather_for_generation,
+                    generation_kwargs=self.generation_kwargs,
+                    gradient_checkpointing_kwargs=self.args.gradient_checkpointing_kwargs,
+                ) as unwrapped,
+                torch.no_grad(),
+                self._dist.summon_full_params(self.model_wrapped, recurse=False),
+            ):
+                ids, continuation = generate_batch(
+                    unwrapped, inputs, pad_id=self._tokenizer.pad_token_id, eos_ids=self.eos_token_ids,
+                    previous=previous, keep=True, generation_config=self.generation_config,
+                )
+            return ids, None
 
         first = [first_attempt_ids(self.processing_class, self.task, self._by_question[q]) for q in prompts]
         rollouts = run_attempts(
@@ -357,6 +390,14 @@ class SCoReTrainer(GRPOTrainer):
             "attempt_texts": texts,
             "attempt_lengths": [[len(o) for o in r.outputs] for r in rollouts],
         }
+
+    def _continues_attempts(self) -> bool:
+        """Whether generation is the plain transformers path, where `rollout.generate_batch` lets
+        attempt 2 continue attempt 1's KV cache; vLLM, continuous batching and VLMs keep TRL's."""
+        return (
+            self.args.reuse_attempt_cache and not self.use_vllm and not self.use_transformers_continuous_batching
+            and not self._is_vlm
+        )
 
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
         rewards = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)

@@ -40,7 +40,8 @@ def run(model_dir: str, out: str, stage: int) -> None:
     tok = AutoTokenizer.from_pretrained(model_dir, padding_side="left")
     cfg = SCoReConfig(output_dir=str(Path(out).parent / "o"), stage=stage, ref_model=model_dir, num_generations=4,
                       per_device_train_batch_size=local, max_attempt_length=4, report_to="none",
-                      save_strategy="no", use_cpu=True)
+                      save_strategy="no", use_cpu=True,
+                      reuse_attempt_cache=False)  # attempts are scripted through _generate_single_turn
     trainer = SCoReTrainer(model_dir, cfg, ExactTask(), [Problem("0", "Q?", "7")], processing_class=tok)
     mine = CHAINS[rank * local : (rank + 1) * local]
 

@@ -29,7 +29,8 @@ def test_code_reward_per_attempt_in_the_trainer(tmp_path, tiny_model_dir, script
     task = CodeTask("mbpp")
     assert task.instruction == CODE_INSTRUCTION  # the task picks the paper's code instruction
     cfg = SCoReConfig(output_dir=str(tmp_path / "o"), stage=2, ref_model=str(tiny_model_dir), num_generations=4,
-                      per_device_train_batch_size=4, max_attempt_length=64, report_to="none", save_strategy="no")
+                      per_device_train_batch_size=4, max_attempt_length=64, report_to="none", save_strategy="no",
+                      reuse_attempt_cache=False)  # attempts are scripted through _generate_single_turn
     trainer = SCoReTrainer(str(tiny_model_dir), cfg, task, problems, processing_class=tok)
     question = problems[0].question
     chains = [[WRONG, RIGHT], [RIGHT, WRONG], [RIGHT, RIGHT], [CHEAT, RIGHT]]

@@ -56,7 +56,8 @@ def test_stage2_lora_reference_is_base_not_stage1_adapter(tmp_path, tiny_model_d
     tok.save_pretrained(s1)
 
     cfg = SCoReConfig(output_dir=str(tmp_path / "o"), stage=2, ref_model=str(tiny_model_dir), num_generations=2,
-                      per_device_train_batch_size=8, max_attempt_length=4, report_to="none", save_strategy="no")
+                      per_device_train_batch_size=8, max_attempt_length=4, report_to="none", save_strategy="no",
+                      reuse_attempt_cache=False)  # attempts are scripted through _generate_single_turn
     problems = [Problem(str(i), q, "7") for i, q in enumerate(QUESTIONS)]
     trainer = SCoReTrainer(str(s1), cfg, ExactTask(), problems, processing_class=tok)
     gen = scripted(tok, QUESTIONS, INSTR)

@@ -101,3 +101,80 @@ def test_sampling_is_seeded(tiny_model_dir):
     torch.manual_seed(3)
     b, _ = gen(prompt)
     assert a == b and len({tuple(x) for x in a}) > 1
+
+
+def test_attempt_two_continues_from_attempt_one_cache(tiny_model_dir):
+    """Reusing attempt 1's KV cache gives attempt 2 what re-reading x + y1 + instruction gives,
+    and the model reads only the new tokens (with padding left in the middle by early EOS)."""
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
+    prompts = [first_attempt_ids(tok, Task(), Problem(str(i), q, "0")) for i, q in
+               enumerate(["1+1?", "What is 12+30?", "x", "A much longer question about numbers?"])]
+    d = Decoding(max_new_tokens=12, temperature=1.0, batch_size=8)  # sampled: the greedy tiny model repeats one token
+    torch.manual_seed(1)
+    probe, _ = HFGenerator(model, tok, d, reuse_cache=False)(prompts)
+    model.generation_config.eos_token_id = [tok.eos_token_id, probe[0][3]]  # attempt 1 of row 0 now ends early
+    instr = instruction_ids(tok, INSTR)
+
+    def rollout(reuse: bool):
+        widths: list[int] = []
+        hook = model.register_forward_pre_hook(
+            lambda m, args, kwargs: widths.append(kwargs["input_ids"].size(1)), with_kwargs=True
+        )
+        torch.manual_seed(1)
+        try:
+            rs = run_attempts(HFGenerator(model, tok, d, reuse_cache=reuse), prompts, turns=2, instruction=instr,
+                              eos_id=tok.eos_token_id)
+        finally:
+            hook.remove()
+        return rs, [w for w in widths if w > 1]  # the prefill of each attempt
+
+    fresh, fresh_widths = rollout(False)
+    cached, cached_widths = rollout(True)
+    assert len({len(r.outputs[0]) for r in fresh}) > 1  # mid-sequence padding is exercised
+    assert [r.outputs for r in cached] == [r.outputs for r in fresh]
+    assert [r.inputs for r in cached] == [r.inputs for r in fresh]
+    tail = max(len(r.inputs[1]) - len(r.inputs[0]) - len(r.outputs[0]) for r in fresh)
+    assert fresh_widths[1] == max(len(r.inputs[1]) for r in fresh)  # re-reads everything
+    assert cached_widths[1] == tail + 1  # the instruction (+ EOS where cut) and attempt 1's last token
+
+
+def test_continued_attempt_sees_what_a_fresh_one_sees(tiny_model_dir):
+    """The next-token scores of attempt 2 from attempt 1's cache equal those of a fresh call on
+    x + y1 + instruction, at every step, rows that ended early (padding in the middle) included."""
+    from transformers import LogitsProcessor, LogitsProcessorList
+
+    from score_cli.rollout import generate_batch
+
+    class Record(LogitsProcessor):
+        def __init__(self):
+            self.scores: list[torch.Tensor] = []
+
+        def __call__(self, input_ids, scores):
+            self.scores.append(scores.clone())
+            return scores
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
+    prompts = [first_attempt_ids(tok, Task(), Problem(str(i), q, "0")) for i, q in
+               enumerate(["1+1?", "What is 12+30?", "x", "A much longer question about numbers?"])]
+    eos, pad = tok.eos_token_id, tok.pad_token_id
+    sample = dict(max_new_tokens=10, do_sample=True, top_k=0, pad_token_id=pad)
+    torch.manual_seed(1)
+    probe, _ = generate_batch(model, prompts, pad_id=pad, eos_ids=[eos], eos_token_id=[eos], **sample)
+    ends = [eos, probe[0][3]]  # attempt 1 of row 0 ends early
+    torch.manual_seed(1)
+    first, cont = generate_batch(model, prompts, pad_id=pad, eos_ids=ends, keep=True, eos_token_id=ends, **sample)
+    assert cont is not None and len({len(o) for o in first}) > 1
+    instr = instruction_ids(tok, INSTR)
+    second = [next_attempt_input(x, y, eos_id=eos, instruction=instr) for x, y in zip(prompts, first, strict=True)]
+    greedy = dict(max_new_tokens=6, do_sample=False, pad_token_id=pad, eos_token_id=[eos])
+    runs = {}
+    for name, previous in (("fresh", None), ("continued", cont)):
+        rec = Record()
+        out, _ = generate_batch(model, second, pad_id=pad, eos_ids=[eos], previous=previous,
+                                logits_processor=LogitsProcessorList([rec]), **greedy)
+        runs[name] = (out, rec.scores)
+    assert runs["continued"][0] == runs["fresh"][0]
+    for a, b in zip(runs["continued"][1], runs["fresh"][1], strict=True):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)

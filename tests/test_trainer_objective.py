@@ -141,7 +141,8 @@ def make_trainer(policy_dir, ref_dir, stage, tmp_path, scripted, **overrides):
     cfg = SCoReConfig(
         output_dir=str(tmp_path / "out"), stage=stage, ref_model=str(ref_dir), num_generations=2,
         per_device_train_batch_size=8, max_attempt_length=4, report_to="none", save_strategy="no",
-        shuffle_dataset=False, seed=0, **overrides,
+        shuffle_dataset=False, seed=0, reuse_attempt_cache=False,  # attempts are scripted, below
+        **overrides,
     )
     trainer = SCoReTrainer(str(policy_dir), cfg, ExactTask(), problems, processing_class=tok)
     gen = scripted(tok, QUESTIONS, INSTR)
@@ -229,3 +230,32 @@ def test_stage2_reference_is_the_base_model_not_stage1(tiny_model_dir, tmp_path,
     assert any(not torch.equal(pol_state[n], p) for n, p in base.state_dict().items())
     assert all(torch.equal(pol_state[n], p) for n, p in s1.state_dict().items())
     assert trainer.model.config._name_or_path == str(stage1)
+
+
+def test_training_attempt_two_continues_attempt_one_cache(tiny_model_dir, tmp_path):
+    """With transformers generation, attempt 2 reads only the instruction turn (attempt 1's KV cache
+    holds x + y1), and samples what re-reading everything samples."""
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir, padding_side="left")
+    problems = [Problem(str(i), q, "7") for i, q in enumerate(QUESTIONS)]
+    runs = {}
+    for reuse in (False, True):
+        cfg = SCoReConfig(output_dir=str(tmp_path / f"o{reuse}"), ref_model=str(tiny_model_dir), num_generations=2,
+                          per_device_train_batch_size=8, max_attempt_length=6, report_to="none", save_strategy="no",
+                          seed=0, reuse_attempt_cache=reuse)
+        trainer = SCoReTrainer(str(tiny_model_dir), cfg, ExactTask(), problems, processing_class=tok)
+        widths: list[int] = []
+        hook = trainer.model.register_forward_pre_hook(
+            lambda m, args, kwargs, widths=widths: widths.append(kwargs["input_ids"].size(1)), with_kwargs=True
+        )
+        torch.manual_seed(0)
+        try:
+            out = trainer._rollout([q for q in QUESTIONS for _ in range(2)], trainer)
+        finally:
+            hook.remove()
+        runs[reuse] = out, [w for w in widths if w > 1]  # the prefill of each attempt
+    (fresh, fresh_widths), (cached, cached_widths) = runs[False], runs[True]
+    assert cached["completion_ids"] == fresh["completion_ids"]
+    not_generated = max(t.count(NOT_GENERATED) for t in fresh["turn_ids"])  # instruction (+ EOS where cut)
+    second_inputs = [len(p) + t.index(1) for p, t in zip(fresh["prompt_ids"], fresh["turn_ids"], strict=True)]
+    assert fresh_widths[1] == max(second_inputs)  # x + y1 + instruction, read again
+    assert cached_widths == [fresh_widths[0], not_generated + 1]
