@@ -12,6 +12,8 @@ transformers generation here, TRL's generation backend - transformers or vLLM - 
 
 from __future__ import annotations
 
+import copy
+import functools
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -165,11 +167,12 @@ def run_attempts(
     if turns < 1:
         raise ValueError("turns must be at least 1")
     rollouts = [Rollout(inputs=[list(x)]) for x in first_inputs]
-    wave = getattr(generate, "wave_size", None) or len(rollouts) or 1
-    order = sorted(range(len(rollouts)), key=lambda i: -len(rollouts[i].inputs[0])) if wave < len(rollouts) else None
-    for start in range(0, len(rollouts), wave):
-        idx = order[start : start + wave] if order else range(start, start + wave)
-        _attempts(generate, [rollouts[i] for i in idx if i < len(rollouts)], turns=turns,
+    order = list(range(len(rollouts)))
+    wave = getattr(generate, "wave_size", None) or len(order) or 1
+    if wave < len(order):
+        order.sort(key=lambda i: -len(rollouts[i].inputs[0]))
+    for start in range(0, len(order), wave):
+        _attempts(generate, [rollouts[i] for i in order[start : start + wave]], turns=turns,
                   instruction=instruction, eos_id=eos_id, group_size=group_size)
     return rollouts
 
@@ -264,11 +267,16 @@ def generate_batch(
         tail, tail_mask = left_pad([x[len(r) :] for x, r in zip(inputs, previous.rows, strict=True)], pad_id)
         ids = torch.cat([previous.sequences, tail.to(device)], dim=1)
         mask = torch.cat([previous.mask, tail_mask.to(device)], dim=1)
-        generate_kw[_CACHE_KWARG] = previous.cache
+        generate_kw[_cache_kwarg()] = previous.cache
     else:
         ids, mask = (t.to(device) for t in left_pad(inputs, pad_id))
-    del previous  # the caller's reference aside, nothing here holds the old cache any longer
-    out = model.generate(input_ids=ids, attention_mask=mask, return_dict_in_generate=True, **generate_kw)
+    del previous
+    if (config := generate_kw.get("generation_config")) is not None:  # one place for generation settings
+        generate_kw["generation_config"] = copy.copy(config)
+        generate_kw["generation_config"].return_dict_in_generate = True
+    else:
+        generate_kw["return_dict_in_generate"] = True
+    out = model.generate(input_ids=ids, attention_mask=mask, **generate_kw)
     new = out.sequences[:, ids.size(1) :]
     is_eos = torch.isin(new, torch.tensor(list(eos_ids), device=new.device))
     lengths = torch.where(is_eos.any(1), is_eos.int().argmax(1) + 1, new.size(1))
@@ -285,14 +293,12 @@ def generate_batch(
     )
 
 
+@functools.cache
 def _cache_kwarg() -> str:
     """`generate`'s keyword for a KV cache to continue from (`cache` in newer transformers)."""
     from transformers.generation.utils import GenerateDecoderOnlyOutput
 
     return "cache" if "cache" in GenerateDecoderOnlyOutput.__dataclass_fields__ else "past_key_values"
-
-
-_CACHE_KWARG = _cache_kwarg()
 
 
 def _continuable(cache, length: int) -> bool:
@@ -337,12 +343,15 @@ class HFGenerator:
         kw = generate_kwargs(d, self.eos_ids, self.pad_id)
         for start in range(0, len(order), d.batch_size):
             idx = order[start : start + d.batch_size]
-            previous, self._last = (self._last if one_batch else None), None
+            batch = [inputs[i] for i in idx]
+            # Continue the last call only where this batch extends it; drop a stale cache first.
+            previous = self._last if one_batch and self._last is not None and self._last.extends(batch) else None
+            self._last = None
             t0 = time.perf_counter()
             with torch.inference_mode():
                 new, self._last = generate_batch(
-                    self.model, [inputs[i] for i in idx], pad_id=self.pad_id, eos_ids=self.eos_ids,
-                    previous=previous, keep=self.reuse_cache and one_batch, **kw,
+                    self.model, batch, pad_id=self.pad_id, eos_ids=self.eos_ids, previous=previous,
+                    keep=self.reuse_cache and one_batch, **kw,
                 )
             del previous
             self.generate_seconds += time.perf_counter() - t0

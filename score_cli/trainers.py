@@ -350,7 +350,8 @@ class SCoReTrainer(GRPOTrainer):
             nonlocal continuation
             if not self._continues_attempts():
                 return self._generate_single_turn(inputs, None, {}, group_size)
-            previous, continuation = continuation, None
+            previous = continuation if continuation is not None and continuation.extends(inputs) else None
+            continuation = None
             with (
                 profiling_context(self, "transformers.generate"),
                 unwrap_model_for_generation(
@@ -373,6 +374,7 @@ class SCoReTrainer(GRPOTrainer):
             instruction=self._instruction_ids, eos_id=self._eos_id,
             group_size=self.num_generations if self.model.training else self.num_generations_eval,
         )
+        continuation = None  # free the last attempt's KV cache before training
         completion_ids, env_mask, turn_ids, logprobs = [], [], [], []
         for r in rollouts:
             ids, turn, lps = r.completion(self._eos_id, self._instruction_ids)
