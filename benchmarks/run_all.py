@@ -17,6 +17,7 @@ HERE = Path(__file__).resolve().parent
 BENCHES = [
     ("bench_eval", "bench_eval.py", []),
     ("bench_train", "bench_train.py", ["--setting", "math"]),
+    ("bench_train_no_reuse", "bench_train.py", ["--setting", "math", "--no-cache-reuse"]),
     ("bench_train_tiny", "bench_train.py", ["--setting", "math", "--shape", "tiny"]),
     ("bench_train_toy", "bench_train.py", ["--setting", "toy"]),
     ("bench_sandbox", "bench_sandbox.py", []),

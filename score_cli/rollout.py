@@ -7,7 +7,8 @@ differently the second time):
     x_{k+1} = x_k + y_k (+ EOS if y_k was cut off) + [user turn: instruction] + [generation prompt]
 
 `score eval` and the trainers both call `run_attempts`; only the `Generator` differs (batched
-transformers generation here, TRL's generation backend - transformers or vLLM - in training).
+transformers generation here, vLLM in `vllm_backend`, TRL's generation in training). With
+transformers, both call `generate_batch`, which lets attempt k+1 continue attempt k's KV cache.
 """
 
 from __future__ import annotations

@@ -14,9 +14,11 @@ With gamma > 0, attempt 1's return also gets gamma times attempt 2's return.
 What changes w.r.t. `GRPOTrainer` (everything else - batching, weight syncing, vLLM, gathering
 across processes, checkpointing, logging - is inherited unchanged):
 
-- generation: TRL's `rollout_func` hook runs `rollout.run_attempts`, the code `score eval` uses,
-  with TRL's own generation backend (transformers or vLLM) for every attempt. The completion TRL
-  sees is y1 (+EOS) + p + y2; `env_mask` keeps p (and an appended EOS) out of the loss.
+- generation: TRL's `rollout_func` hook runs `rollout.run_attempts`, the code `score eval` uses.
+  With transformers generation, `rollout.generate_batch` (inside TRL's unwrap context) lets attempt
+  2 continue attempt 1's KV cache; vLLM and continuous batching go through TRL's own
+  `_generate_single_turn`. The completion TRL sees is y1 (+EOS) + p + y2; `env_mask` keeps p (and
+  an appended EOS) out of the loss.
 - rewards: two reward functions, r(y1) and r(y2), graded by the task; `_calculate_rewards` keeps
   the gathered (N, 2) matrix.
 - advantages: `_generate_and_score_completions` replaces GRPO's one scalar per sequence by the
