@@ -91,6 +91,9 @@ def eval_cmd(
     ] = "transformers",
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N.")] = "auto",
     dtype: Annotated[str, typer.Option(help="auto (bf16 on GPU, fp32 on CPU), bf16, fp16, fp32.")] = "auto",
+    reuse_cache: Annotated[
+        bool, typer.Option(help="transformers: attempt k+1 continues attempt k's KV cache instead of re-reading it.")
+    ] = True,
     output_dir: Annotated[
         str | None, typer.Option(help=r"Where samples.jsonl and metrics.json go \[default: runs/eval-BENCH-MODEL].")
     ] = None,
@@ -109,7 +112,7 @@ def eval_cmd(
         split=split, limit=limit, turns=turns, samples=samples,
         decoding=Decoding(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
                           batch_size=batch_size, seed=seed),
-        backend=backend, device=device, dtype=dtype, resume=resume,
+        backend=backend, device=device, dtype=dtype, resume=resume, reuse_cache=reuse_cache,
         output_dir=output_dir or os.path.join("runs", f"eval-{name}-{Path(model.rstrip('/')).name}"),
     )
     with eval_progress(f"{name} x{turns} attempts") as progress:

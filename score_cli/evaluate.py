@@ -51,11 +51,12 @@ class EvalConfig:
     output_dir: str = "runs/eval"
     resume: bool = False
     chunk_size: int = 0  # problems per write; 0 = 8 batches' worth
+    reuse_cache: bool = True  # transformers: attempt k+1 continues attempt k's KV cache (same results)
 
     def identity(self) -> dict[str, Any]:
         """The settings a resumed run must share with the run it continues."""
         d = asdict(self)
-        for k in ("resume", "output_dir", "limit", "chunk_size", "device"):
+        for k in ("resume", "output_dir", "limit", "chunk_size", "device", "reuse_cache"):
             d.pop(k)
         d["decoding"].pop("batch_size")
         return d
@@ -240,7 +241,8 @@ def make_generator(cfg: EvalConfig, model, tokenizer, progress: Progress):
         from score_cli.vllm_backend import VLLMGenerator
 
         return VLLMGenerator(cfg.model, tokenizer, cfg.decoding, on_batch=lambda n, k: progress.tokens(k))
-    return HFGenerator(model, tokenizer, cfg.decoding, on_batch=lambda n, k: progress.tokens(k))
+    return HFGenerator(model, tokenizer, cfg.decoding, on_batch=lambda n, k: progress.tokens(k),
+                       reuse_cache=cfg.reuse_cache)
 
 
 def rollout_rows(

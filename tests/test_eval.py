@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -122,6 +123,21 @@ def test_real_model_generation_path(tmp_path, tiny_model_dir, data_file):
     assert res.record["n_problems"] == 4 and res.record["throughput"]["generated_tokens"] > 0
     rows = res.rows
     assert all(0 < c[0]["tokens"] <= 8 for r in rows for c in r["chains"])
+
+
+def test_cache_reuse_is_the_same_evaluation(tmp_path, tiny_model_dir, data_file):
+    """Continuing attempt 1's KV cache (the default) samples what re-reading it samples, and a run
+    resumed with the other setting is the same run."""
+    rows = {}
+    for reuse in (True, False):
+        cfg = EvalConfig(model=str(tiny_model_dir), bench=None, data=str(data_file), limit=4, reuse_cache=reuse,
+                         output_dir=str(tmp_path / f"{reuse}"),
+                         decoding=Decoding(max_new_tokens=8, temperature=1.0, batch_size=4))
+        rows[reuse] = evaluate(cfg).rows
+    assert rows[True] == rows[False]
+    assert len({c[0]["text"] for r in rows[True] for c in r["chains"]}) > 1  # sampled, not one repeated text
+    resumed = evaluate(dataclasses.replace(cfg, output_dir=str(tmp_path / "True"), resume=True))
+    assert resumed.rows == rows[True]
 
 
 # ---------------------------------------------------------------------------------------------
