@@ -353,21 +353,8 @@ class SCoReTrainer(GRPOTrainer):
             if not self._continues_attempts():
                 return self._generate_single_turn(inputs, None, {}, group_size)
             previous = continuation if continuation is not None and continuation.extends(inputs) else None
-            continuation = None
-            with (
-                profiling_context(self, "transformers.generate"),
-                unwrap_model_for_generation(
-                    self.model_wrapped, self.accelerator, gather_deepspeed3_params=self.args.ds3_gather_for_generation,
-                    generation_kwargs=self.generation_kwargs,
-                    gradient_checkpointing_kwargs=self.args.gradient_checkpointing_kwargs,
-                ) as unwrapped,
-                torch.no_grad(),
-                self._dist.summon_full_params(self.model_wrapped, recurse=False),
-            ):
-                ids, continuation = generate_batch(
-                    unwrapped, inputs, pad_id=self._tokenizer.pad_token_id, eos_ids=self.eos_token_ids,
-                    previous=previous, keep=True, generation_config=self.generation_config,
-                )
+            continuation = None  # a stale cache is freed before generating
+            ids, continuation = self._generate_continuing(inputs, previous)
             return ids, None
 
         first = [first_attempt_ids(self.processing_class, self.task, self._by_question[q]) for q in prompts]
@@ -394,6 +381,26 @@ class SCoReTrainer(GRPOTrainer):
             "attempt_texts": texts,
             "attempt_lengths": [[len(o) for o in r.outputs] for r in rollouts],
         }
+
+    def _generate_continuing(
+        self, inputs: list[list[int]], previous: Continuation | None
+    ) -> tuple[list[list[int]], Continuation | None]:
+        """TRL's transformers generation (same model unwrapping, generation config and profiling),
+        through `rollout.generate_batch` so that an attempt can continue the previous one's KV cache."""
+        with (
+            profiling_context(self, "transformers.generate"),
+            unwrap_model_for_generation(
+                self.model_wrapped, self.accelerator, gather_deepspeed3_params=self.args.ds3_gather_for_generation,
+                generation_kwargs=self.generation_kwargs,
+                gradient_checkpointing_kwargs=self.args.gradient_checkpointing_kwargs,
+            ) as unwrapped,
+            torch.no_grad(),
+            self._dist.summon_full_params(self.model_wrapped, recurse=False),
+        ):
+            return generate_batch(
+                unwrapped, inputs, pad_id=self._tokenizer.pad_token_id, eos_ids=self.eos_token_ids,
+                previous=previous, keep=True, generation_config=self.generation_config,
+            )
 
     def _continues_attempts(self) -> bool:
         """Whether generation is the plain transformers path, where `rollout.generate_batch` lets
