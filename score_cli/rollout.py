@@ -249,6 +249,10 @@ class Continuation:
             len(x) > len(r) and list(x[: len(r)]) == r for x, r in zip(inputs, self.rows, strict=True)
         )
 
+    def release(self) -> None:
+        """Drop the tensors (the KV cache above all), so they are freed whoever still holds this."""
+        self.rows, self.sequences, self.mask, self.cache = [], None, None, None
+
 
 def generate_batch(
     model, inputs: Sequence[Sequence[int]], *, pad_id: int, eos_ids: Sequence[int],
@@ -260,11 +264,13 @@ def generate_batch(
     only the new tokens: attempt k's KV cache holds the rest, and padding in between is masked
     (positions come from the mask, so the model sees what a fresh call would feed it). With `keep`,
     returns the `Continuation` of this call for the next attempt (None where the model's cache
-    cannot be continued).
+    cannot be continued). A `previous` that the inputs do not extend is released first.
     """
     device = model.device
-    continued = previous is not None and previous.extends(inputs)
-    if continued:
+    if previous is not None and not previous.extends(inputs):
+        previous.release()  # stale: free its cache before this call allocates its own
+        previous = None
+    if previous is not None:
         tail, tail_mask = left_pad([x[len(r) :] for x, r in zip(inputs, previous.rows, strict=True)], pad_id)
         ids = torch.cat([previous.sequences, tail.to(device)], dim=1)
         mask = torch.cat([previous.mask, tail_mask.to(device)], dim=1)
@@ -344,15 +350,12 @@ class HFGenerator:
         kw = generate_kwargs(d, self.eos_ids, self.pad_id)
         for start in range(0, len(order), d.batch_size):
             idx = order[start : start + d.batch_size]
-            batch = [inputs[i] for i in idx]
-            # Continue the last call only where this batch extends it; drop a stale cache first.
-            previous = self._last if one_batch and self._last is not None and self._last.extends(batch) else None
-            self._last = None
+            previous, self._last = (self._last if one_batch else None), None
             t0 = time.perf_counter()
             with torch.inference_mode():
                 new, self._last = generate_batch(
-                    self.model, batch, pad_id=self.pad_id, eos_ids=self.eos_ids, previous=previous,
-                    keep=self.reuse_cache and one_batch, **kw,
+                    self.model, [inputs[i] for i in idx], pad_id=self.pad_id, eos_ids=self.eos_ids,
+                    previous=previous, keep=self.reuse_cache and one_batch, **kw,
                 )
             del previous
             self.generate_seconds += time.perf_counter() - t0

@@ -352,8 +352,7 @@ class SCoReTrainer(GRPOTrainer):
             nonlocal continuation
             if not self._continues_attempts():
                 return self._generate_single_turn(inputs, None, {}, group_size)
-            previous = continuation if continuation is not None and continuation.extends(inputs) else None
-            continuation = None  # a stale cache is freed before generating
+            previous, continuation = continuation, None
             ids, continuation = self._generate_continuing(inputs, previous)
             return ids, None
 

@@ -178,3 +178,8 @@ def test_continued_attempt_sees_what_a_fresh_one_sees(tiny_model_dir):
     assert runs["continued"][0] == runs["fresh"][0]
     for a, b in zip(runs["continued"][1], runs["fresh"][1], strict=True):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+
+    # a continuation the inputs do not extend is released before a fresh call, not continued
+    _, stale = generate_batch(model, prompts, pad_id=pad, eos_ids=[eos], keep=True, **greedy)
+    out, _ = generate_batch(model, second, pad_id=pad, eos_ids=[eos], previous=stale, **greedy)
+    assert stale.cache is None and out == runs["fresh"][0]
