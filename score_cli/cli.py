@@ -130,7 +130,8 @@ def eval_cmd(
 # ---------------------------------------------------------------------------------------------
 SCORE_FIELDS = ("alpha", "beta1", "beta2", "gamma", "baseline", "instruction", "max_attempt_length",
                 "num_generations", "learning_rate", "max_steps", "per_device_train_batch_size", "temperature",
-                "save_steps", "seed", "report_to", "logging_steps", "loss_type")
+                "save_steps", "seed", "report_to", "logging_steps", "loss_type", "base_attempt_share",
+                "select_checkpoint", "heldout_problems")
 
 
 @functools.cache

@@ -103,7 +103,7 @@ def compute_metrics(
 
     Names: `accuracy@tN`, and for each pair of consecutive attempts (tN,tM): `delta(tN,tM)`,
     `i->c(tN,tM)`, `c->i(tN,tM)`, `fixed|wrong(tN,tM)`, `broken|right(tN,tM)`,
-    `answer_changed(tN,tM)`, `edit_ratio(tN,tM)`, `zero_edit(tN,tM)`; with several chains per
+    `answer_changed(tN,tM)`, `fixed|changed(tN,tM)`, `edit_ratio(tN,tM)`, `zero_edit(tN,tM)`; with several chains per
     problem also `maj@K@tN`; with more than two attempts also `delta(t1,tLAST)`.
     """
     c = np.asarray(correct, dtype=float)  # (P, K, T)
@@ -139,6 +139,10 @@ def compute_metrics(
         changed = np.array([[answers[p][k][a] != answers[p][k][b] for k in range(n_samples)]
                             for p in range(n_problems)], dtype=float)
         out[f"answer_changed{tag}"] = proportion(changed)
+        # The fix rate: right among the changed answers after a wrong attempt. An independent retry
+        # has the solver's accuracy here; a copy-or-blend that keeps the mistake scores near 0.
+        out[f"fixed|changed{tag}"] = bootstrap(i2c.sum(1), ((1 - c[:, :, a]) * changed).sum(1), n_boot=n_boot,
+                                               seed=seed)
         ratios = np.array([[edit_ratio(texts[p][k][a], texts[p][k][b]) for k in range(n_samples)]
                            for p in range(n_problems)])
         out[f"edit_ratio{tag}"] = bootstrap(ratios.sum(1), chains, n_boot=n_boot, seed=seed)

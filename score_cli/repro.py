@@ -32,7 +32,8 @@ METHODS = ("base", "single-turn RL", "Stage II only", "SCoRe (alpha=0)", "SCoRe"
 # fixes more than it breaks.
 COLUMNS = (("t1", "accuracy@t1"), ("t2", "accuracy@t2"), ("Δ(t1,t2)", "delta(t1,t2)"),
            ("Δ i→c", "i->c(t1,t2)"), ("Δ c→i", "c->i(t1,t2)"), ("fixed|wrong", "fixed|wrong(t1,t2)"),
-           ("broken|right", "broken|right(t1,t2)"), ("answer changed", "answer_changed(t1,t2)"))
+           ("broken|right", "broken|right(t1,t2)"), ("answer changed", "answer_changed(t1,t2)"),
+           ("fixed|changed", "fixed|changed(t1,t2)"))
 
 
 def recipe_steps(recipe: str) -> int:
@@ -137,34 +138,54 @@ def plot_accuracy(summary: dict, path: Path) -> Path:
     return path
 
 
+TRAINED_RUNS = {"single-turn RL": ["single-turn"], "Stage II only": ["stage2-only"],
+                "SCoRe (alpha=0)": ["stage1", "stage2-alpha0"], "SCoRe": ["stage1", "stage2"]}
+
+
+def method_curve(root: Path, seed: int, parts: list[str], key: str) -> tuple[list[int], list[float]]:
+    """One logged value over the RL steps of a method's runs, one stage after the other."""
+    from score_cli.report import training_log
+
+    offset, xs, ys = 0, [], []
+    for part in parts:
+        d = root / f"seed{seed}" / part
+        if read_run_record(d) is None:
+            continue
+        history = [h for h in training_log(d) if "reward/t1" in h]
+        xs += [offset + h["step"] for h in history if key in h]
+        ys += [h[key] for h in history if key in h]
+        offset += max((h["step"] for h in history), default=0)
+    return xs, ys
+
+
 def plot_training(root: Path, seeds, path: Path) -> Path:
-    """reward/t1 and reward/t2 over training steps of each trained method (seed 0 and others faint)."""
-    from score_cli.report import _plt, training_log
+    """Per trained method, over RL steps (seed 0 solid, others faint): reward/t1 and reward/t2
+    (top), and the paper's collapse picture (bottom): how often attempt 2 changes the final answer,
+    and how often it copies attempt 1 word for word."""
+    from score_cli.report import _plt
 
     plt = _plt()
-    runs = {"single-turn RL": ["single-turn"], "Stage II only": ["stage2-only"],
-            "SCoRe (alpha=0)": ["stage1", "stage2-alpha0"], "SCoRe": ["stage1", "stage2"]}
-    fig, axes = plt.subplots(1, len(runs), figsize=(4 * len(runs), 3.3), sharey=True)
-    for ax, (method, parts) in zip(axes, runs.items(), strict=True):
-        for seed in seeds:
-            offset, xs, r1, r2 = 0, [], [], []
-            for part in parts:
-                d = root / f"seed{seed}" / part
-                if read_run_record(d) is None:
-                    continue
-                history = [h for h in training_log(d) if "reward/t1" in h]
-                xs += [offset + h["step"] for h in history]
-                r1 += [h["reward/t1"] for h in history]
-                r2 += [h["reward/t2"] for h in history]
-                offset += max((h["step"] for h in history), default=0)
-            alpha = 1.0 if seed == seeds[0] else 0.3
-            ax.plot(xs, r1, color="#9ecae1", alpha=alpha, label="reward t1" if seed == seeds[0] else None)
-            ax.plot(xs, r2, color="#3182bd", alpha=alpha, label="reward t2" if seed == seeds[0] else None)
-        ax.set_title(method, fontsize=9)
-        ax.set_xlabel("RL step")
-        ax.grid(alpha=0.3)
-    axes[0].set_ylabel("training reward")
-    axes[0].legend(fontsize=8)
+    rows = ((("reward/t1", "#9ecae1", "reward t1"), ("reward/t2", "#3182bd", "reward t2")),
+            (("answer_changed", "#e6550d", "answer changed"), ("zero_edit", "#756bb1", "copy of attempt 1")))
+    fig, axes = plt.subplots(2, len(TRAINED_RUNS), figsize=(4 * len(TRAINED_RUNS), 6.2), sharey="row",
+                             squeeze=False)
+    for col, (method, parts) in enumerate(TRAINED_RUNS.items()):
+        for row, curves in enumerate(rows):
+            ax = axes[row][col]
+            for seed in seeds:
+                alpha = 1.0 if seed == seeds[0] else 0.3
+                for key, colour, label in curves:
+                    xs, ys = method_curve(root, seed, parts, key)
+                    ax.plot(xs, ys, color=colour, alpha=alpha, label=label if seed == seeds[0] else None)
+            ax.grid(alpha=0.3)
+            if row == 0:
+                ax.set_title(method, fontsize=9)
+            else:
+                ax.set_xlabel("RL step")
+    axes[0][0].set_ylabel("training reward")
+    axes[1][0].set_ylabel("share of rollouts")
+    for row in range(2):
+        axes[row][0].legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -261,27 +261,53 @@ class ToyData:
 
     A conversation is [question, y1] or, with probability `two_turn`, [question, y1, instruction,
     y2]. y1 comes from `first`. y2 is a verbatim copy of y1 with probability `copy`, otherwise an
-    independent new try from `second`; neither choice looks at y1's correctness, so the data shows
-    how to write a second attempt but never which first attempts to fix. In the data the second
-    attempt is exactly as good as the first on average; the trained model is worse at it (a longer
-    context, fewer examples), so like the paper's base models it loses from a second attempt.
+    independent new try from `second` (opened by the line `retry_marker` when it is set, so that a
+    reader, and the model, knows from y2's first token which of the two it is); neither choice looks
+    at y1's correctness, so the data shows how to write a second attempt but never which first
+    attempts to fix.
+
+    With probability `verify` the conversation is instead [question, y1, "Is the solution above
+    right?", verdict]: "yes", or "no: line k" naming y1's first wrong line. That is a judging skill
+    (the paper's base models can say whether a solution is right when asked) that is never followed
+    by a rewrite, so it teaches no correction either.
     """
 
     first: NoisySolver = NoisySolver(drop=0.2, slip=0.05)
     second: NoisySolver = NoisySolver(drop=0.2, slip=0.05)
     copy: float = 0.5
     two_turn: float = 0.5
+    retry_marker: str = ""
+    verify: float = 0.0
 
     def conversation(self, rng: random.Random, problem: tuple[int, str, int] | None = None) -> dict:
         """One conversation about a random train problem, or about `problem` = (a, op, b)."""
         a, op, b = problem or _draw_problem(rng, "train")
         y1 = self.first.solve(a, op, b, rng)
-        row = {"question": question_text(a, op, b), "answer": answer_of(a, op, b), "y1": y1, "y2": None, "copied": None}
-        if rng.random() < self.two_turn:
+        row = {"question": question_text(a, op, b), "answer": answer_of(a, op, b), "y1": y1, "y2": None,
+               "copied": None, "verdict": None}
+        if self.verify and rng.random() < self.verify:
+            row["verdict"] = verdict(y1, GOLD.solve(a, op, b))
+        elif rng.random() < self.two_turn:
             copied = rng.random() < self.copy
             row["copied"] = copied
-            row["y2"] = y1 if copied else self.second.solve(a, op, b, rng)
+            if copied:
+                row["y2"] = y1
+            else:
+                retry = self.second.solve(a, op, b, rng)
+                row["y2"] = f"{self.retry_marker}\n{retry}" if self.retry_marker else retry
         return row
+
+
+VERIFY_INSTRUCTION = "Is the solution above right?"
+
+
+def verdict(solution: str, gold: str) -> str:
+    """"yes" when `solution` is the gold worked solution, else "no: line k" for its first wrong line."""
+    lines, right = solution.splitlines(), gold.splitlines()
+    for k, (line, ok) in enumerate(zip(lines, right, strict=False), start=1):
+        if line != ok:
+            return f"no: line {k}"
+    return "yes" if len(lines) == len(right) else f"no: line {min(len(lines), len(right)) + 1}"
 
 
 def toy_conversations(n: int, *, seed: int = 0, data: ToyData | None = None) -> list[dict]:
@@ -304,7 +330,12 @@ def conversation_ids(tokenizer, row: dict, instruction: str = TOY_INSTRUCTION) -
     x1 = first_attempt_ids(tokenizer, ToyTask(), problem)
     y1 = [*tokenizer(row["y1"], add_special_tokens=False)["input_ids"], eos]
     ids, labels = [*x1, *y1], [-100] * len(x1) + y1
-    if row["y2"] is not None:
+    if row.get("verdict") is not None:
+        p = instruction_ids(tokenizer, VERIFY_INSTRUCTION)
+        answer = [*tokenizer(row["verdict"], add_special_tokens=False)["input_ids"], eos]
+        ids += [*p, *answer]
+        labels += [-100] * len(p) + answer
+    elif row["y2"] is not None:
         p = instruction_ids(tokenizer, instruction)
         y2 = [*tokenizer(row["y2"], add_special_tokens=False)["input_ids"], eos]
         ids += [*p, *y2]

@@ -3,7 +3,9 @@ train with checkpoints, resume after a crash, stop cleanly on Ctrl-C, and save a
 
 The output directory of a stage holds the final model and tokenizer (`save_pretrained`), the
 resolved config (`score_config.yaml`), the run record (`score_run.json`: stage, base model,
-config) and the checkpoints (`checkpoint-N/`).
+config) and the checkpoints (`checkpoint-N/`). With `select_checkpoint` delta|reward the model
+is the best checkpoint's by that held-out criterion (each checkpoint's evaluation is in its
+`heldout.json`); the run record names it (`checkpoint_selection`) and the held-out problems (`heldout`).
 """
 
 from __future__ import annotations
@@ -252,7 +254,7 @@ def run_stage(req: TrainRequest, *, callbacks: list | None = None) -> TrainResul
     """Train one SCoRe stage as requested; returns where the model went and the run record."""
     from score_cli.models import load_tokenizer
     from score_cli.tasks import load_task
-    from score_cli.trainers import SCoReTrainer
+    from score_cli.trainers import SCoReTrainer, heldout_split
 
     data, kwargs, lineage = resolve(req)
     out = Path(req.output_dir or default_output_dir(req.stage, lineage["policy_init"]))
@@ -262,6 +264,10 @@ def run_stage(req: TrainRequest, *, callbacks: list | None = None) -> TrainResul
         answer_field=data["answer_field"], split="train", limit=data["limit"], seed=kwargs.get("seed", 42),
     )
     config = build_config(req.stage, kwargs, str(out), ref_model=lineage["base_model"])
+    try:
+        train_problems, heldout = heldout_split(problems, config.heldout_problems, config.seed)
+    except ValueError as e:
+        raise ScoreError(str(e)) from None
     tokenizer = load_tokenizer(data["model"])
     record = {
         "score_version": __version__,
@@ -270,12 +276,18 @@ def run_stage(req: TrainRequest, *, callbacks: list | None = None) -> TrainResul
         "policy_init": lineage["policy_init"],
         "data": {k: data[k] for k in ("bench", "data", "question_field", "answer_field", "limit")},
         "task": task.name,
-        "n_train_problems": len(problems),
+        "n_train_problems": len(train_problems),
         "config": json.loads(config.to_json_string()),
         "finished": False,
         "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "resumed_from": checkpoint,
     }
+    if heldout:
+        record["heldout"] = {
+            "problems": len(heldout),
+            "rule": f"not trained on: the {len(heldout)} problems with the smallest sha256('{config.seed}:<id>')",
+            "ids": [p.id for p in heldout],
+        }
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / RUN_RECORD, record)
     atomic_write_text(out / CONFIG_FILE, config_yaml(config, data))
@@ -305,8 +317,26 @@ def run_stage(req: TrainRequest, *, callbacks: list | None = None) -> TrainResul
     tokenizer.save_pretrained(str(out))
     record.update(finished=True, steps=trainer.state.global_step, ended=time.strftime("%Y-%m-%dT%H:%M:%S"),
                   log_history=trainer.state.log_history)
+    if heldout:
+        record["checkpoint_selection"] = checkpoint_selection(trainer)
     atomic_write_json(out / RUN_RECORD, record)
     return TrainResult(out, record)
+
+
+def checkpoint_selection(trainer) -> dict[str, Any]:
+    """Which checkpoint's model the output directory holds, and the held-out values of every save."""
+    state, select = trainer.state, trainer.args.select_checkpoint
+    saves = [{"step": h["step"], **{k.split("/", 1)[1]: v for k, v in h.items() if k.startswith("heldout/")}}
+             for h in state.log_history if "heldout/delta" in h]
+    best = state.best_global_step if select != "last" else None
+    kept = best or state.global_step
+    return {
+        "select_checkpoint": select,
+        "kept_step": kept,
+        "kept_checkpoint": f"checkpoint-{kept}" if any(s["step"] == kept for s in saves) else None,
+        "kept_value": next((s[select] for s in saves if s["step"] == kept), None) if best else None,
+        "saves": saves,
+    }
 
 
 def config_yaml(config, data: dict[str, Any]) -> str:

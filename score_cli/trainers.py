@@ -24,24 +24,55 @@ across processes, checkpointing, logging - is inherited unchanged):
 - advantages: `_generate_and_score_completions` replaces GRPO's one scalar per sequence by the
   per-token advantages and per-token KL coefficients above (`score_returns`, `baseline`).
 - loss: `_compute_loss` is `score_loss`: the policy-gradient term per token (PPO-clipped when a
-  batch is reused, plain REINFORCE on-policy) plus the per-token KL term.
+  batch is reused, plain REINFORCE on-policy) plus the per-token KL term: the k3 value
+  exp(ref - logp) - (ref - logp) - 1 multiplied by the ratio pi/pi_old (1 in value on-policy), so
+  that its gradient is that of KL(pi || pi_ref), the paper's KL (as TRL's `use_bias_correction_kl`,
+  on by default; without the ratio the gradient is the forward KL(pi_ref || pi)'s).
 - reference: the base model in both stages (`ref_model`); Stage II never uses Stage I as its
   reference.
+
+Two optional settings of the paper (the implementation choices are ours):
+
+- base_attempt_share (Stage II, two attempts): the paper allows taking attempt 1 from the base
+  model for part of the data when data is limited. That share of the prompt groups (all
+  `num_generations` rollouts of a prompt, so a group's baseline compares like with like; share *
+  groups rounded stochastically; drawn by a generator seeded by seed and step, `_base_attempt_rows`)
+  gets y1 from the base model (`ref_model`, or with LoRA the policy with its adapter disabled) and
+  y2 from the policy after it. Those y1 are off-policy: their tokens get the turn id BASE_ATTEMPT,
+  out of `env_mask` (no policy-gradient, no KL) but in the context; r(y1) still counts in attempt
+  2's return r2 + alpha (r2 - r1) and in the logged rewards. Logged: `base_attempts`. Not with
+  vLLM (the base model is not loaded there).
+- select_checkpoint (last | delta | reward) with heldout_problems: those training problems (by a
+  seeded hash of their ids, `heldout_split`) are never trained on; at every checkpoint save
+  (`_save_checkpoint`) the policy runs the same two-attempt rollout on them, one sample each at
+  the training temperature (`evaluate_heldout`), logged as `heldout/reward_t1`, `heldout/reward_t2`,
+  `heldout/delta`, `heldout/reward` (the stage's objective: r2 in Stage I, r1 + r2 in Stage II)
+  and written to checkpoint-N/heldout.json. The best by the criterion (ties: the later) is kept in
+  transformers' TrainerState (best_metric, best_global_step, best_model_checkpoint: saved with
+  each checkpoint, so it survives a resume, and never deleted by save_total_limit), and when
+  training finishes the model is loaded from it (transformers' `_load_best_model`). TRL's eval
+  loop with `load_best_model_at_end` is not used: it runs a loss and reference forward on every
+  eval batch, needs num_generations_eval >= 2 for the RLOO baseline, evaluates on its own
+  schedule (not at a Ctrl-C save), and keeps the earlier of tied checkpoints.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import math
 import os
+import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
-from accelerate.utils import is_peft_model
+from accelerate.utils import gather_object, is_peft_model
+from transformers import Trainer
 from trl import GRPOConfig, GRPOTrainer
 from trl.extras.profiling import profiling_context
 from trl.models import unwrap_model_for_generation
-from trl.trainer.utils import create_model_from_path
+from trl.trainer.utils import create_model_from_path, use_adapter
 
 from score_cli.rollout import (
     NOT_GENERATED,
@@ -56,6 +87,21 @@ from score_cli.tasks import Problem, Task
 log = logging.getLogger(__name__)
 
 BASELINES = ("rloo", "mean", "none")
+SELECT_CHECKPOINT = ("last", "delta", "reward")
+DEFAULT_HELDOUT = 64  # held-out problems when a checkpoint is selected by a measured criterion
+# Turn index of attempt-1 tokens written by the base model (base_attempt_share): in the context, out of the loss.
+BASE_ATTEMPT = -2
+HELDOUT_FILE = "heldout.json"  # the held-out evaluation of a checkpoint, in its directory
+
+# GRPOConfig options of TRL's GRPO objective that SCoRe's does not implement: name -> (default, what to do).
+UNSUPPORTED_LOSS_OPTIONS = {
+    "importance_sampling_level": ("token", "use 'token' (SCoRe's ratios are per token, per attempt)"),
+    "top_entropy_quantile": (1.0, "use 1.0 (SCoRe trains every generated token)"),
+    "entropy_coef": (0.0, "use 0.0 (SCoRe's objective has no entropy bonus)"),
+    "use_adaptive_entropy": (False, "use False (SCoRe's objective has no entropy bonus)"),
+    "off_policy_mask_threshold": (None, "leave it unset (no off-policy sequence masking in SCoRe's loss)"),
+    "sync_ref_model": (False, "use False (SCoRe's KL reference is the base model in both stages)"),
+}
 
 
 @dataclass
@@ -67,8 +113,12 @@ class SCoReConfig(GRPOConfig):
     - `max_completion_length` is set from `max_attempt_length`: TRL applies it to each generation
       call, that is, to each attempt.
     - `loss_type` may be "dapo" (token mean over the batch, the default) or "grpo" (sequence mean).
-    - `scale_rewards` and `reward_weights` are not used: SCoRe's advantage is reward minus a
-      baseline, unscaled (the logged `reward` is the stage's return, r1 + r2 + bonus in Stage II).
+    - `scale_rewards`, `reward_weights` and `multi_objective_aggregation` are not used: SCoRe's
+      advantage is reward minus a baseline, unscaled (the logged `reward` is the stage's return,
+      r1 + r2 + bonus in Stage II).
+    - `mask_truncated_completions` drops a rollout whose last attempt hit `max_attempt_length`
+      (TRL checks the completion's last token; an earlier attempt ends with an EOS).
+    - objective options SCoRe's loss does not implement are refused when set (`UNSUPPORTED_LOSS_OPTIONS`).
     - `bf16` and `activation_checkpointing` default to on with a CUDA GPU and off on CPU.
     """
 
@@ -103,6 +153,21 @@ class SCoReConfig(GRPOConfig):
         metadata={"help": "With transformers generation, continue attempt 1's KV cache for attempt 2 instead of "
                   "re-reading x + y1 (vLLM caches prefixes on its own)."},
     )
+    base_attempt_share: float = field(
+        default=0.0,
+        metadata={"help": "Stage II: share of prompt groups whose attempt 1 comes from the base model (the paper's "
+                  "option when data is limited); those y1 stay out of the loss. 0 to 1; not with vLLM."},
+    )
+    select_checkpoint: str = field(
+        default="last",
+        metadata={"help": "Model kept in the output directory: last, or the checkpoint with the best held-out delta "
+                  "(r2 - r1) or reward (the stage's objective: r2 in Stage I, r1 + r2 in Stage II)."},
+    )
+    heldout_problems: int | None = field(
+        default=None,
+        metadata={"help": "Training problems held out of training and evaluated at every checkpoint save "
+                  "(default: 64 with select_checkpoint delta|reward, else 0)."},
+    )
     beta: float = field(default=0.0, metadata={"help": "Derived from beta1/beta2; do not set."})
     report_to: str | list[str] | None = field(
         default="tensorboard", metadata={"help": "Where metrics go: tensorboard, wandb, none (or a list)."}
@@ -129,6 +194,10 @@ class SCoReConfig(GRPOConfig):
             self.lora_target_modules = [m.strip() for m in self.lora_target_modules.split(",") if m.strip()]
         if self.loss_type not in ("dapo", "grpo"):
             raise ValueError(f"SCoReTrainer supports loss_type 'dapo' or 'grpo', got {self.loss_type!r}")
+        for name, (default, fix) in UNSUPPORTED_LOSS_OPTIONS.items():
+            if getattr(self, name) != default:
+                raise ValueError(f"{name}={getattr(self, name)!r} is not supported by SCoReTrainer: {fix}")
+        self._check_training_options()
         cuda = torch.cuda.is_available()
         if self.bf16 is None:
             self.bf16 = cuda and torch.cuda.is_bf16_supported() and not self.fp16
@@ -140,6 +209,37 @@ class SCoReConfig(GRPOConfig):
         self.max_completion_length = self.max_attempt_length
         self.beta = max(self.beta1, self.beta2)
         super().__post_init__()
+
+    def _check_training_options(self) -> None:
+        """Validate base_attempt_share, select_checkpoint and heldout_problems; resolve the latter's default."""
+        share = self.base_attempt_share
+        if not 0.0 <= share <= 1.0:
+            raise ValueError(f"base_attempt_share must be in [0, 1], got {share}")
+        if share > 0 and self.stage != 2:
+            raise ValueError("base_attempt_share applies to Stage II only (Stage I holds attempt 1 at the base by "
+                             "its KL): remove it or use stage 2")
+        if share > 0 and self.single_turn:
+            raise ValueError("base_attempt_share needs two attempts: it cannot be used with single_turn")
+        if share > 0 and self.use_vllm:
+            raise ValueError("base_attempt_share is not supported with use_vllm (the base model is not loaded in "
+                             "vLLM): use transformers generation or base_attempt_share 0")
+        if self.select_checkpoint not in SELECT_CHECKPOINT:
+            raise ValueError(f"select_checkpoint must be one of {SELECT_CHECKPOINT}, got {self.select_checkpoint!r}")
+        if self.heldout_problems is None:
+            self.heldout_problems = DEFAULT_HELDOUT if self.select_checkpoint != "last" else 0
+        if self.heldout_problems < 0:
+            raise ValueError(f"heldout_problems must be >= 0, got {self.heldout_problems}")
+        if self.select_checkpoint == "last":
+            return
+        if self.heldout_problems == 0:
+            raise ValueError(f"select_checkpoint {self.select_checkpoint} needs held-out problems: set "
+                             "heldout_problems > 0")
+        if self.select_checkpoint == "delta" and self.single_turn:
+            raise ValueError("select_checkpoint delta needs two attempts (single_turn has one): use reward or last")
+        strategy = getattr(self.save_strategy, "value", self.save_strategy)
+        if strategy not in ("steps", "epoch"):
+            raise ValueError(f"select_checkpoint {self.select_checkpoint} chooses among checkpoints: set "
+                             f"save_strategy to steps (it is {strategy!r})")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -201,30 +301,41 @@ def score_loss(
     *,
     epsilon_low: float = 0.2,
     epsilon_high: float = 0.2,
+    delta: float | None = None,
     normalizer: float | torch.Tensor | None = None,
     per_sequence: bool = False,
     importance_weight: torch.Tensor | None = None,
+    use_bias_correction_kl: bool = True,
 ):
     """The SCoRe loss of one micro-batch; every argument is (B, T) over the completion tokens.
 
-    per token:  L_t = -min(rho_t A_t, clip(rho_t, 1-eps_low, 1+eps_high) A_t) + beta_t KL_t
-      rho_t = pi(y_t) / pi_old(y_t)  (= 1 on-policy, so the gradient is REINFORCE's A_t grad log pi)
-      KL_t  = exp(ref - logp) - (ref - logp) - 1  (k3 estimator of KL(pi || pi_ref), >= 0)
+    per token:  L_t = -min(rho'_t A_t, clip(rho_t, 1-eps_low, 1+eps_high) A_t) + beta_t rho_t KL_t
+      rho_t  = pi(y_t) / pi_old(y_t)  (= 1 on-policy, so the gradient is REINFORCE's A_t grad log pi)
+      rho'_t = min(rho_t, delta) with `delta` (TRL's two-sided clipping), else rho_t
+      KL_t   = exp(ref - logp) - (ref - logp) - 1  (k3, >= 0)
+    The k3 value is multiplied by the ratio rho_t = pi/pi_old (differentiable, = 1 in value
+    on-policy) so that its gradient is that of KL(pi || pi_ref), the paper's KL: over y_t ~ pi,
+    E[grad(rho_t KL_t)] = E[(logp - ref) grad logp] = grad KL(pi || pi_ref). Without the ratio
+    (`use_bias_correction_kl=False`) the gradient is the forward KL's, grad KL(pi_ref || pi).
+    `importance_weight` (vLLM sampler / trainer mismatch, (B, T) or (B, 1)) scales the policy term.
     Masked tokens (instruction, padding) contribute nothing. The loss is the sum over unmasked
     tokens divided by `normalizer` (default: their number), or, with `per_sequence`, the mean over
-    sequences of each sequence's token mean. Returns (loss, kl) with kl the per-token KL (B, T).
+    sequences of each sequence's token mean. Returns (loss, kl) with kl the per-token k3 value
+    KL_t (B, T), without the ratio.
     """
     mask = mask.to(logps.dtype)
-    ratio = torch.exp(logps - old_logps)  # (B, T)
-    clipped = torch.clamp(ratio, 1 - epsilon_low, 1 + epsilon_high)
-    policy_term = -torch.min(ratio * advantages, clipped * advantages)  # (B, T)
+    ratio = torch.exp(logps - old_logps)  # rho_t (B, T)
+    clipped = torch.clamp(ratio, 1 - epsilon_low, 1 + epsilon_high)  # (B, T)
+    unclipped = ratio if delta is None else torch.clamp(ratio, max=delta)  # rho'_t (B, T)
+    policy_term = -torch.min(unclipped * advantages, clipped * advantages)  # (B, T)
     if importance_weight is not None:  # vLLM sampler / trainer mismatch correction, from TRL
         policy_term = policy_term * importance_weight
     if ref_logps is not None:
-        kl = torch.exp(ref_logps - logps) - (ref_logps - logps) - 1  # (B, T)
+        kl = torch.exp(ref_logps - logps) - (ref_logps - logps) - 1  # KL_t (B, T)
     else:
         kl = torch.zeros_like(logps)
-    loss_t = (policy_term + kl_coef * kl) * mask  # (B, T)
+    kl_term = ratio * kl if use_bias_correction_kl else kl  # (B, T), as TRL: unclipped, not detached
+    loss_t = (policy_term + kl_coef * kl_term) * mask  # (B, T)
     if per_sequence:
         loss = (loss_t.sum(-1) / mask.sum(-1).clamp(min=1.0)).mean()
     else:
@@ -235,6 +346,24 @@ def score_loss(
 # ---------------------------------------------------------------------------------------------
 # The trainer
 # ---------------------------------------------------------------------------------------------
+
+
+def heldout_split(problems: Sequence[Problem], n: int, seed: int) -> tuple[list[Problem], list[Problem]]:
+    """(training problems, held-out problems): the `n` problems with the smallest sha256 of
+    "seed:problem id" are held out, so the split depends only on the seed and the ids (not on the
+    order or number of the other problems). Both keep the input order."""
+    import hashlib
+
+    if n <= 0:
+        return list(problems), []
+    if n >= len(problems):
+        raise ValueError(f"heldout_problems={n} leaves no training problems (there are {len(problems)}): lower it")
+
+    def key(p: Problem) -> bytes:
+        return hashlib.sha256(f"{seed}:{p.id}".encode()).digest()
+
+    held = {p.id for p in sorted(problems, key=key)[:n]}
+    return [p for p in problems if p.id not in held], [p for p in problems if p.id in held]
 
 
 def load_policy(name: str, args: SCoReConfig):
@@ -296,13 +425,15 @@ class SCoReTrainer(GRPOTrainer):
         self._by_question: dict[str, Problem] = {}
         for p in problems:
             self._by_question.setdefault(p.question, p)
-        dataset = Dataset.from_list([{"prompt": p.question, "problem_id": p.id} for p in problems])
+        # Held-out problems (heldout_problems) are graded at every checkpoint save, never trained on.
+        train_problems, self.heldout = heldout_split(problems, args.heldout_problems or 0, args.seed)
+        dataset = Dataset.from_list([{"prompt": p.question, "problem_id": p.id} for p in train_problems])
 
         def t1(completions, problem_id, attempt_texts, **_):
-            return self._grade(problem_id, [a[0] for a in attempt_texts])
+            return self._grade(problem_id, [a[0] for a in attempt_texts], attempt=0)
 
         def t2(completions, problem_id, attempt_texts, **_):
-            return self._grade(problem_id, [a[-1] for a in attempt_texts])  # = t1 with single_turn
+            return self._grade(problem_id, [a[-1] for a in attempt_texts], attempt=1)  # = t1 with single_turn
 
         # The reference is the base model: TRL loads it from the policy's `_name_or_path`, so point
         # that at `ref_model` while TRL builds it (Stage II: the policy is Stage I, the ref is base).
@@ -336,20 +467,37 @@ class SCoReTrainer(GRPOTrainer):
             weights = [1.0, 0.0]
         self.reward_weights = torch.tensor(weights, dtype=torch.float32)
         self._attempt_rewards: torch.Tensor | None = None
+        self._last_answers: dict[int, list[str | None]] = {}
+        if args.base_attempt_share > 0 and self.ref_model is None and not is_peft_model(unwrapped):
+            raise ValueError("base_attempt_share needs the base model, loaded as the KL reference only when beta1 or "
+                             "beta2 > 0: set one (or train with LoRA)")
+        self._base_draw = (-1, 0)  # (global step, draws at it): seeds the choice of base-attempt groups
 
     # -- rewards ----------------------------------------------------------------------------------
-    def _grade(self, problem_ids: Sequence[str], texts: Sequence[str]) -> list[float]:
+    def _grade(self, problem_ids: Sequence[str], texts: Sequence[str], attempt: int | None = None) -> list[float]:
         grades = self.task.grade([self.problems[i] for i in problem_ids], list(texts))
+        if attempt is not None:  # the extracted answers, for the answer-change rate (behaviour collapse)
+            self._last_answers[attempt] = [g.answer for g in grades]
         return [float(g.correct) for g in grades]
 
     # -- generation: two attempts through the shared rollout ---------------------------------------
-    def _rollout(self, prompts: list, trainer) -> dict:
-        """TRL's `rollout_func`: y1, then y2 after the instruction, by `rollout.run_attempts`."""
+    def _rollout(self, prompts: list, trainer, group_size: int | None = None) -> dict:
+        """TRL's `rollout_func`: y1, then y2 after the instruction, by `rollout.run_attempts`.
 
+        In training with `base_attempt_share`, the rows of the groups `_base_attempt_rows` picks get
+        y1 from the base model (`_generate_base`) and y2 from the policy; their y1 tokens get the
+        turn id BASE_ATTEMPT, so `env_mask` keeps them out of the loss (they stay in the context)."""
+        if group_size is None:
+            group_size = self.num_generations if self.model.training else self.num_generations_eval
+        base_rows = self._base_attempt_rows(len(prompts), group_size) if self.model.training else []
         continuation: Continuation | None = None
+        attempt = 0
 
         def generate(inputs: list[list[int]], *, group_size: int = 1):
-            nonlocal continuation
+            nonlocal continuation, attempt
+            attempt += 1
+            if attempt == 1 and any(base_rows):
+                return self._generate_mixed(inputs, base_rows, group_size), None  # attempt 2 re-reads x + y1
             if not self._continues_attempts():
                 return self._generate_single_turn(inputs, None, {}, group_size)
             previous, continuation = continuation, None
@@ -359,16 +507,17 @@ class SCoReTrainer(GRPOTrainer):
         first = [first_attempt_ids(self.processing_class, self.task, self._by_question[q]) for q in prompts]
         rollouts = run_attempts(
             generate, first, turns=1 if self.args.single_turn else 2,
-            instruction=self._instruction_ids, eos_id=self._eos_id,
-            group_size=self.num_generations if self.model.training else self.num_generations_eval,
+            instruction=self._instruction_ids, eos_id=self._eos_id, group_size=group_size,
         )
         continuation = None  # free the last attempt's KV cache before training
         completion_ids, env_mask, turn_ids, logprobs = [], [], [], []
-        for r in rollouts:
+        for i, r in enumerate(rollouts):
             ids, turn, lps = r.completion(self._eos_id, self._instruction_ids)
+            if base_rows and base_rows[i]:
+                turn = [BASE_ATTEMPT if t == 0 else t for t in turn]
             completion_ids.append(ids)
             turn_ids.append(turn)
-            env_mask.append([int(t != NOT_GENERATED) for t in turn])
+            env_mask.append([int(t >= 0) for t in turn])  # instruction, appended EOS and base y1 out
             logprobs.append(lps)
         texts = [[self.processing_class.decode(o, skip_special_tokens=True) for o in r.outputs] for r in rollouts]
         return {
@@ -379,7 +528,74 @@ class SCoReTrainer(GRPOTrainer):
             "turn_ids": turn_ids,
             "attempt_texts": texts,
             "attempt_lengths": [[len(o) for o in r.outputs] for r in rollouts],
+            "base_attempt": [int(bool(base_rows) and base_rows[i]) for i in range(len(rollouts))],
         }
+
+    def _base_attempt_rows(self, n: int, group_size: int) -> list[bool]:
+        """Which of this process's `n` rollouts get attempt 1 from the base model (base_attempt_share).
+
+        Whole groups (the `group_size` rollouts of a prompt, which sit together) are picked, so each
+        group's baseline compares like with like. Of the G groups of the generation batch over all
+        processes, share * G rounded stochastically (floor, plus one with probability equal to the
+        fractional part) are drawn without replacement, by a `random.Random` seeded with the seed,
+        the global step and the number of earlier draws at that step: the same on every process,
+        and again after a resume."""
+        share = self.args.base_attempt_share
+        if share <= 0:
+            return []
+        step = self.state.global_step
+        draws = self._base_draw[1] + 1 if self._base_draw[0] == step else 1
+        self._base_draw = (step, draws)
+        rng = random.Random(f"base-attempts:{self.args.seed}:{step}:{draws}")
+        offset = self.accelerator.process_index * n  # this process's rows in the whole generation batch
+        groups = -(-n * self.accelerator.num_processes // group_size)
+        exact = share * groups
+        k = min(groups, math.floor(exact) + int(rng.random() < exact - math.floor(exact)))
+        chosen = set(rng.sample(range(groups), k))
+        return [(offset + i) // group_size in chosen for i in range(n)]
+
+    def _generate_mixed(self, inputs: list[list[int]], base_rows: list[bool], group_size: int) -> list[list[int]]:
+        """Attempt 1 with some rows by the base model and the others by the policy (each in one call;
+        both are called on every process, also with no rows, to keep distributed calls matched)."""
+        policy = [i for i, b in enumerate(base_rows) if not b]
+        base = [i for i, b in enumerate(base_rows) if b]
+        outputs: list[list[int]] = [[] for _ in inputs]
+        if self._continues_attempts():
+            ids, kept = self._generate_continuing([inputs[i] for i in policy], None)
+            if kept is not None:
+                kept.release()
+        else:
+            ids = self._generate_single_turn([inputs[i] for i in policy], None, {}, group_size)[0] if policy else []
+        for i, o in zip(policy, ids, strict=True):
+            outputs[i] = list(o)
+        for i, o in zip(base, self._generate_base([inputs[i] for i in base]), strict=True):
+            outputs[i] = list(o)
+        return outputs
+
+    def _generate_base(self, inputs: list[list[int]]) -> list[list[int]]:
+        """Generate with the base model, the KL reference: `ref_model`, or with LoRA the policy with
+        its adapter disabled (as TRL computes reference log-probs); same generation settings as the policy."""
+        if self.ref_model is not None:
+            model, adapter = self.ref_model, contextlib.nullcontext
+        else:
+            model, adapter = self.model_wrapped, lambda m: use_adapter(m, adapter_name=None)
+        with (
+            profiling_context(self, "transformers.generate_base"),
+            unwrap_model_for_generation(
+                model, self.accelerator, gather_deepspeed3_params=self.args.ds3_gather_for_generation,
+                generation_kwargs=self.generation_kwargs,
+                gradient_checkpointing_kwargs=self.args.gradient_checkpointing_kwargs,
+            ) as unwrapped,
+            torch.no_grad(),
+            self._dist.summon_full_params(model, recurse=False),
+        ):
+            if not inputs:
+                return []
+            with adapter(unwrapped):
+                return generate_batch(
+                    unwrapped, inputs, pad_id=self._tokenizer.pad_token_id, eos_ids=self.eos_token_ids,
+                    generation_config=self.generation_config,
+                )[0]
 
     def _generate_continuing(
         self, inputs: list[list[int]], previous: Continuation | None
@@ -396,6 +612,8 @@ class SCoReTrainer(GRPOTrainer):
             torch.no_grad(),
             self._dist.summon_full_params(self.model_wrapped, recurse=False),
         ):
+            if not inputs:  # no rows on this process (base_attempt_share); the context above still ran
+                return [], None
             return generate_batch(
                 unwrapped, inputs, pad_id=self._tokenizer.pad_token_id, eos_ids=self.eos_token_ids,
                 previous=previous, keep=True, generation_config=self.generation_config,
@@ -429,6 +647,12 @@ class SCoReTrainer(GRPOTrainer):
         A2 = R2 - baseline(R2, group, args.baseline)
         if args.stage == 1 and args.gamma == 0 and not args.single_turn:
             A1 = torch.zeros_like(A1)  # attempt 1 gets no reward gradient in Stage I
+        # A base model's y1 (base_attempt_share) is off-policy: no advantage (its tokens are also out of
+        # the mask, turn BASE_ATTEMPT); its r(y1) still enters attempt 2's return R2 above.
+        from_base = self.accelerator.gather(
+            torch.tensor([float(x.get("base_attempt", 0)) for x in inputs], device=A1.device)
+        ) > 0  # (N_all,)
+        A1 = torch.where(from_base, torch.zeros_like(A1), A1)
 
         # Keep this process's rollouts, then spread per attempt over the completion tokens.
         n = len(inputs)
@@ -454,18 +678,97 @@ class SCoReTrainer(GRPOTrainer):
         for k, A in (("t1", A1), ("t2", A2)):
             m[f"advantage/{k}/mean"].append(A.mean().item())
             m[f"advantage/{k}/std"].append(A.std().item() if A.numel() > 1 else 0.0)
+        # Behaviour collapse (the paper's edit-distance histograms): how often attempt 2 changes the
+        # final answer, and how often it is a verbatim copy of attempt 1.
+        if not args.single_turn and len(self._last_answers.get(0, ())) == n == len(self._last_answers.get(1, ())):
+            changed = [float(a != b) for a, b in zip(self._last_answers[0], self._last_answers[1], strict=True)]
+            copied = [float(x["attempt_texts"][0] == x["attempt_texts"][-1]) for x in inputs]
+            flags = self.accelerator.gather(torch.tensor([changed, copied], device=turn.device).T)  # (N_all, 2)
+            m["answer_changed"].append(flags[:, 0].mean().item())
+            m["zero_edit"].append(flags[:, 1].mean().item())
         lengths = torch.tensor([x["attempt_lengths"] for x in inputs], dtype=torch.float32, device=turn.device)
         lengths = self.accelerator.gather(lengths)  # (N_all, attempts)
         for k in range(lengths.size(1)):
             m[f"length/t{k + 1}"].append(lengths[:, k].mean().item())
+        if args.base_attempt_share > 0 and mode == "train":
+            m["base_attempts"].append(from_base.float().mean().item())  # the share used in this batch
         return out
+
+    # -- held-out evaluation and checkpoint selection ------------------------------------------------
+    def evaluate_heldout(self) -> dict[str, float]:
+        """The current policy on the held-out problems, over all processes: mean r(y1) and r(y2),
+        delta = r2 - r1, and reward = the stage's objective (r2 in Stage I, r1 + r2 in Stage II, r1
+        single-turn). Same two-attempt rollout as training (`_rollout`), one sample per problem at
+        the training temperature, under a torch RNG seeded by seed + step and forked from training's."""
+        n_proc, rank = self.accelerator.num_processes, self.accelerator.process_index
+        per = -(-len(self.heldout) // n_proc)
+        mine = self.heldout[rank * per : (rank + 1) * per]
+        rows = mine + [self.heldout[-1]] * (per - len(mine))  # the same number of calls on every process
+        chunk = max(1, self.args.per_device_train_batch_size * self.args.steps_per_generation)
+        devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
+        was_training = self.model.training
+        graded: list[tuple[float, float]] = []
+        self.model.eval()
+        try:
+            with torch.random.fork_rng(devices=devices):
+                torch.manual_seed(self.args.seed + self.state.global_step)
+                for start in range(0, per, chunk):
+                    batch = rows[start : start + chunk]
+                    texts = self._rollout([p.question for p in batch], self, group_size=1)["attempt_texts"]
+                    ids = [p.id for p in batch]
+                    r1 = self._grade(ids, [t[0] for t in texts])
+                    r2 = self._grade(ids, [t[-1] for t in texts])
+                    graded += zip(r1, r2, strict=True)
+        finally:
+            self.model.train(was_training)
+        graded = gather_object(graded[: len(mine)]) if n_proc > 1 else graded[: len(mine)]
+        r1 = sum(a for a, _ in graded) / len(graded)
+        r2 = sum(b for _, b in graded) / len(graded)
+        reward = r2 if self.args.stage == 1 else r1 if self.args.single_turn else r1 + r2
+        return {"reward_t1": r1, "reward_t2": r2, "delta": r2 - r1, "reward": reward}
+
+    def _save_checkpoint(self, model, trial):
+        """With held-out problems, before checkpoint-N is saved: evaluate them, log `heldout/*`, write
+        checkpoint-N/heldout.json, and track the best checkpoint by `select_checkpoint` (ties: the
+        later) in transformers' TrainerState (best_metric, best_global_step): it is saved in the
+        checkpoint's trainer_state.json, so it survives a resume, and it sets best_model_checkpoint,
+        which `save_total_limit` never deletes."""
+        if not self.heldout:
+            return super()._save_checkpoint(model, trial)
+        from score_cli.files import atomic_write_json
+
+        values = self.evaluate_heldout()
+        step = self.state.global_step
+        Trainer.log(self, {f"heldout/{k}": v for k, v in values.items()})  # not GRPO's: it flushes train metrics
+        select = self.args.select_checkpoint
+        if select != "last" and (self.state.best_metric is None or values[select] >= self.state.best_metric):
+            self.state.best_metric, self.state.best_global_step = values[select], step
+        if self.args.should_save:
+            folder = os.path.join(self._get_output_dir(trial=trial), f"checkpoint-{step}")
+            atomic_write_json(os.path.join(folder, HELDOUT_FILE), {
+                "step": step, **values, "heldout_problems": len(self.heldout), "select_checkpoint": select,
+                "best_step": self.state.best_global_step if select != "last" else None,
+            })
+        return super()._save_checkpoint(model, trial)
+
+    def train(self, *args, **kwargs):
+        """transformers' `train`; when it finishes with select_checkpoint delta|reward, the model
+        holds the best checkpoint's weights (transformers' `_load_best_model`), ready to be saved."""
+        output = super().train(*args, **kwargs)
+        if self.args.select_checkpoint != "last" and self.state.global_step >= self.state.max_steps:
+            best = self.state.best_global_step
+            if not best or self.state.best_model_checkpoint is None:
+                log.warning("no held-out evaluation was recorded: keeping the last model")
+            elif best != self.state.global_step:
+                self._load_best_model()
+        return output
 
     # -- the loss ---------------------------------------------------------------------------------------
     def _compute_loss(self, model, inputs):
         ids = torch.cat([inputs["prompt_ids"], inputs["completion_ids"]], dim=1)
         attention = torch.cat([inputs["prompt_mask"], inputs["completion_mask"]], dim=1)
-        logps, _, _ = self._get_per_token_logps_and_entropies(
-            model, ids, attention, inputs["completion_ids"].size(1)
+        logps, _, aux_loss = self._get_per_token_logps_and_entropies(
+            model, ids, attention, inputs["completion_ids"].size(1), compute_aux_loss=self.aux_loss_enabled
         )  # (B, T)
         mask = inputs["completion_mask"] * inputs.get("tool_mask", 1)  # instruction and padding out
         old = inputs.get("old_per_token_logps")
@@ -484,12 +787,19 @@ class SCoReTrainer(GRPOTrainer):
             mask,
             epsilon_low=self.epsilon_low,
             epsilon_high=self.epsilon_high,
+            delta=self.args.delta,
             normalizer=normalizer,
             per_sequence=self.loss_type == "grpo",
             importance_weight=inputs.get("importance_sampling_ratio"),
+            use_bias_correction_kl=self.args.use_bias_correction_kl,
         )
         if self.loss_type == "grpo" and mode == "train":
             loss = loss / self.current_gradient_accumulation_steps
+        if self.aux_loss_enabled:  # MoE load-balancing loss (router_aux_loss_coef), as TRL adds it
+            loss = loss + self.router_aux_loss_coef * aux_loss / (
+                self.current_gradient_accumulation_steps if mode == "train" else 1.0
+            )
+            self._metrics[mode]["aux_loss"].append(self.accelerator.gather_for_metrics(aux_loss).mean().item())
 
         # KL per attempt, over all processes
         for k in (0, 1):

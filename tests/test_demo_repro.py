@@ -14,12 +14,12 @@ import score_cli.demo as demo
 import score_cli.repro as repro
 
 KEYS = ("accuracy@t1", "accuracy@t2", "delta(t1,t2)", "i->c(t1,t2)", "c->i(t1,t2)", "fixed|wrong(t1,t2)",
-        "broken|right(t1,t2)", "answer_changed(t1,t2)")
+        "broken|right(t1,t2)", "answer_changed(t1,t2)", "fixed|changed(t1,t2)")
 
 
 def fake_metrics(t1: float, t2: float) -> dict:
     i2c, c2i = max(t2 - t1, 0.0), max(t1 - t2, 0.0)
-    values = (t1, t2, t2 - t1, i2c, c2i, i2c / (1 - t1), c2i / t1, i2c + c2i)
+    values = (t1, t2, t2 - t1, i2c, c2i, i2c / (1 - t1), c2i / t1, i2c + c2i, 1.0 if i2c else 0.0)
     return {k: {"value": v} for k, v in zip(KEYS, values, strict=True)}
 
 

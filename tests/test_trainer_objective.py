@@ -13,7 +13,14 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from score_cli.rollout import NOT_GENERATED
 from score_cli.tasks import Grade, Problem, Task
-from score_cli.trainers import SCoReConfig, SCoReTrainer, baseline, score_loss, score_returns
+from score_cli.trainers import (
+    UNSUPPORTED_LOSS_OPTIONS,
+    SCoReConfig,
+    SCoReTrainer,
+    baseline,
+    score_loss,
+    score_returns,
+)
 
 INSTR = "Check it."
 
@@ -98,7 +105,7 @@ def test_score_loss_matches_hand_computation_and_masks_gradients():
             pg = -min(ratio * a, min(max(ratio, 1 - eps), 1 + eps) * a)
             d = ref[b][t] - logp[b][t]
             kl = math.exp(d) - d - 1
-            total += pg + kl_per_turn[k] * kl
+            total += pg + kl_per_turn[k] * ratio * kl  # k3 times the ratio pi/pi_old (use_bias_correction_kl)
             count += 1
     hand = total / count
 
@@ -116,6 +123,82 @@ def test_score_loss_matches_hand_computation_and_masks_gradients():
                 assert grad[b, t].item() == 0.0  # instruction and padding get no gradient
             else:
                 assert grad[b, t].item() != 0.0
+
+
+def expected_kl_gradient(logits, ref_logp, **kw):
+    """sum_y pi(y) grad L(y): the exact expectation over y ~ pi of the gradient of score_loss's KL
+    term for one token y (A = 0, beta = 1, on-policy old = logp.detach())."""
+    total = torch.zeros_like(logits)
+    pi = torch.softmax(logits, -1).detach()  # the sampling weights
+    for y in range(logits.numel()):
+        logp = torch.log_softmax(logits, -1)[y].view(1, 1)
+        one = torch.ones(1, 1, dtype=logits.dtype)
+        loss, _ = score_loss(logp, logp.detach(), ref_logp[y].view(1, 1), 0 * one, one, one, **kw)
+        (g,) = torch.autograd.grad(loss, logits)
+        total += pi[y] * g
+    return total
+
+
+def test_kl_term_gradient_is_that_of_kl_pi_to_ref():
+    logits = torch.tensor([0.3, -1.2, 2.0, 0.5, -0.4], dtype=torch.float64, requires_grad=True)
+    ref_logp = torch.log_softmax(torch.tensor([1.0, 0.2, -0.5, 0.7, -1.5], dtype=torch.float64), -1)
+
+    def exact(kl):
+        (g,) = torch.autograd.grad(kl(torch.log_softmax(logits, -1)), logits)
+        return g
+
+    reverse = exact(lambda lp: (lp.exp() * (lp - ref_logp)).sum())  # grad KL(pi || pi_ref), the paper's
+    forward = exact(lambda lp: (ref_logp.exp() * (ref_logp - lp)).sum())  # grad KL(pi_ref || pi)
+    assert (reverse - forward).abs().max() > 1e-2  # the two differ here, so the test can fail
+
+    default = expected_kl_gradient(logits, ref_logp)  # use_bias_correction_kl=True
+    assert torch.allclose(default, reverse, atol=1e-6, rtol=0)
+    without = expected_kl_gradient(logits, ref_logp, use_bias_correction_kl=False)
+    assert torch.allclose(without, forward, atol=1e-6, rtol=0)
+    assert not torch.allclose(without, reverse, atol=1e-3, rtol=0)
+
+
+def test_kl_value_is_k3_and_delta_caps_the_unclipped_ratio():
+    T = lambda x: torch.tensor([x], dtype=torch.float64)  # noqa: E731
+    logp, old, ref = T([-1.0]), T([-1.0 - math.log(5.0)]), T([-0.5])  # ratio 5
+    one = T([1.0])
+    for bias in (True, False):  # the returned (logged) kl is k3 either way
+        _, kl = score_loss(logp, old, ref, 0 * one, one, one, use_bias_correction_kl=bias)
+        assert kl.item() == pytest.approx(math.exp(0.5) - 0.5 - 1, abs=1e-12)
+    # A < 0 and ratio 5: -min(5 A, 1.2 A) = 5; with delta = 2 (TRL's two-sided clipping): -min(2 A, 1.2 A) = 2
+    assert score_loss(logp, old, None, -one, 0 * one, one)[0].item() == pytest.approx(5.0)
+    assert score_loss(logp, old, None, -one, 0 * one, one, delta=2.0)[0].item() == pytest.approx(2.0)
+
+
+def small_config(tmp_path, **overrides):
+    return SCoReConfig(output_dir=str(tmp_path / "o"), num_generations=2, per_device_train_batch_size=2,
+                       report_to="none", **overrides)
+
+
+@pytest.mark.parametrize(
+    "name,value",
+    [
+        ("importance_sampling_level", "sequence"),
+        ("top_entropy_quantile", 0.2),
+        ("entropy_coef", 0.01),
+        ("use_adaptive_entropy", True),
+        ("off_policy_mask_threshold", 0.5),
+        ("sync_ref_model", True),
+        ("loss_type", "bnpo"),
+        ("loss_type", "sapo"),
+    ],
+)
+def test_config_refuses_objective_options_score_does_not_implement(tmp_path, name, value):
+    with pytest.raises(ValueError, match=name) as err:
+        small_config(tmp_path, **{name: value})
+    assert "\n" not in str(err.value) and repr(value) in str(err.value)
+
+
+def test_config_accepts_defaults_and_the_implemented_options(tmp_path):
+    small_config(tmp_path)
+    defaults = {name: default for name, (default, _) in UNSUPPORTED_LOSS_OPTIONS.items()}
+    cfg = small_config(tmp_path, delta=3.0, use_bias_correction_kl=False, mask_truncated_completions=True, **defaults)
+    assert cfg.delta == 3.0 and cfg.use_bias_correction_kl is False
 
 
 # ---------------------------------------------------------------------------------------------
@@ -172,6 +255,9 @@ def test_trainer_batch_advantages_kl_and_loss(stage, tiny_model_dir, tmp_path, s
     r1 = [float(QUESTIONS[r["prompt"]][0] == "7") for r in rows]
     r2 = [float(QUESTIONS[r["prompt"]][1] == "7") for r in rows]
     assert trainer._attempt_rewards[:, 0].tolist() == r1 and trainer._attempt_rewards[:, 1].tolist() == r2
+    # behaviour collapse: Q0, Q1, Q3 change their answer, Q2 repeats attempt 1 word for word
+    logged = trainer._metrics["train"]
+    assert logged["answer_changed"][-1] == pytest.approx(3 / 4) and logged["zero_edit"][-1] == pytest.approx(1 / 4)
     if stage == 1:
         A1, A2 = [0.0] * 8, rloo(r2, 2)
         kl1 = 0.1

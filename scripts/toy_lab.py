@@ -1,0 +1,104 @@
+"""Experiments on the toy world's base model (docs/experiments.md records every run of this script).
+
+    python scripts/toy_lab.py build OUT --seed 0 --data '{"retry_marker": "Redo:"}' --training '{"steps": 1500}'
+    python scripts/toy_lab.py probe OUT [OUT ...]
+    python scripts/toy_lab.py rl BASE OUT --steps 40 --seed 0 --methods SCoRe,"Stage II only" --set beta1=0.05
+
+`rl` trains methods of `make repro` (its names) from BASE with recipes/toy.yaml changed by `--set`,
+and probes each (Stage I too).
+`build` trains a toy base model with the given `ToyData` / `ToyTraining` fields (JSON; solver fields
+as {"first": {"drop": 0.2, "slip": 0.05}}). `probe` evaluates models like `make demo` does (300
+held-out test problems x 4 samples at temperature 1, two attempts) and prints the columns that say
+whether self-correction is learnable from them: t1, t2, Delta, i->c, c->i, the answer-change rate
+and the fix rate f (right among changed answers after a wrong first attempt). Results also go to
+OUT/probe.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+COLUMNS = (("t1", "accuracy@t1"), ("t2", "accuracy@t2"), ("delta", "delta(t1,t2)"), ("i->c", "i->c(t1,t2)"),
+           ("c->i", "c->i(t1,t2)"), ("changed", "answer_changed(t1,t2)"), ("fixed|wrong", "fixed|wrong(t1,t2)"),
+           ("broken|right", "broken|right(t1,t2)"), ("f", "fixed|changed(t1,t2)"))
+
+
+def build(out: str, seed: int, data: dict, training: dict) -> None:
+    from score_cli.toy import NoisySolver, ToyData, ToyTraining, train_toy_model
+
+    for key in ("first", "second"):
+        if key in data:
+            data[key] = NoisySolver(**data[key])
+    train_toy_model(out, seed=seed, data=ToyData(**data), training=ToyTraining(**training))
+
+
+def probe(model: str, seed: int = 0) -> dict[str, float]:
+    from score_cli.demo import ensure_eval
+
+    metrics = ensure_eval(Path(model), Path(model) / "probe-eval", seed=seed)
+    row = {name: metrics[key]["value"] for name, key in COLUMNS}
+    (Path(model) / "probe.json").write_text(json.dumps(row, indent=1))
+    return row
+
+
+def rl(base: str, out: str, steps: int, seed: int, methods: list[str], sets: list[str]) -> None:
+    import yaml
+
+    from score_cli.demo import recipe_path
+    from score_cli.repro import run_method
+
+    recipe = yaml.safe_load(Path(recipe_path("toy.yaml")).read_text())
+    for item in sets:
+        key, value = item.split("=", 1)
+        recipe[key] = yaml.safe_load(value)
+    root = Path(out)
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "recipe.yaml").write_text(yaml.safe_dump(recipe))
+    print("model | " + " | ".join(name for name, _ in COLUMNS))
+    for method in methods:
+        model = run_method(method, Path(base), root, seed, str(root / "recipe.yaml"), steps)
+        for m in ([model.parent / "stage1"] if method in ("SCoRe", "SCoRe (alpha=0)") else []) + [model]:
+            row = probe(str(m), seed)
+            print(f"{m} | " + " | ".join(f"{100 * v:.1f}" for v in row.values()), flush=True)
+
+
+def main(argv: list[str]) -> None:
+    ap = argparse.ArgumentParser()
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    b = sub.add_parser("build")
+    b.add_argument("out")
+    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--data", default="{}")
+    b.add_argument("--training", default="{}")
+    b.add_argument("--probe", action="store_true", help="probe the model once built")
+    p = sub.add_parser("probe")
+    p.add_argument("models", nargs="+")
+    r = sub.add_parser("rl")
+    r.add_argument("base")
+    r.add_argument("out")
+    r.add_argument("--steps", type=int, default=40)
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--methods", default="SCoRe")
+    r.add_argument("--set", action="append", default=[])
+    args = ap.parse_args(argv)
+    if args.cmd == "rl":
+        logging.basicConfig(level=logging.WARNING)
+        return rl(args.base, args.out, args.steps, args.seed, args.methods.split(","), args.set)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    models = [args.out] if args.cmd == "build" else args.models
+    if args.cmd == "build":
+        build(args.out, args.seed, json.loads(args.data), json.loads(args.training))
+        if not args.probe:
+            return
+    print("model | " + " | ".join(name for name, _ in COLUMNS))
+    for m in models:
+        row = probe(m)
+        print(f"{m} | " + " | ".join(f"{100 * v:.1f}" for v in row.values()), flush=True)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
