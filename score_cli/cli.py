@@ -97,7 +97,10 @@ def eval_cmd(
     output_dir: Annotated[
         str | None, typer.Option(help=r"Where samples.jsonl and metrics.json go \[default: runs/eval-BENCH-MODEL].")
     ] = None,
-    resume: Annotated[bool, typer.Option(help="Continue an interrupted run in --output-dir.")] = False,
+    resume: Annotated[bool, typer.Option(
+        help="Continue an interrupted run in --output-dir; a larger --limit extends it (done rows are kept), "
+             "a smaller one is refused."
+    )] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log progress details.")] = False,
 ) -> None:
     """Evaluate self-correction: Accuracy@t1, @t2, Delta(t1,t2), Delta i->c and c->i, with 95% CIs."""

@@ -2,7 +2,11 @@
 problem and summarised with the paper's metrics.
 
 Results are written as they come: `samples.jsonl` is rewritten atomically after every chunk of
-problems, so an interrupted evaluation resumes (`resume=True`) where it stopped.
+problems, so an interrupted evaluation resumes (`resume=True`) where it stopped. A resumed run
+may select more problems (a larger `limit`: the rows done are kept and the rest evaluated) but not
+fewer: a `limit` that leaves out rows already done is refused, so nothing evaluated is dropped.
+`metrics.json` describes exactly the rows of `samples.jsonl`: it is removed while rows are being
+added and written, with the rows in problem order, when the run ends.
 """
 
 from __future__ import annotations
@@ -83,6 +87,12 @@ class EvalResult:
 def check_output_dir(cfg: EvalConfig) -> list[dict]:
     """Refuse to overwrite another run's results; on resume, return the rows already done."""
     out = Path(cfg.output_dir)
+    for d in (out, *out.parents):  # the first existing one must be a directory
+        if d.exists():
+            if not d.is_dir():
+                where = "is a file" if d == out else f"lies under {d}, which is a file"
+                raise ScoreError(f"--output-dir {out} {where}, not a directory: choose another --output-dir")
+            break
     settings_path, samples_path = out / SETTINGS_FILE, out / SAMPLES_FILE
     has_results = samples_path.exists() or (out / METRICS_FILE).exists()
     if not has_results:
@@ -95,7 +105,13 @@ def check_output_dir(cfg: EvalConfig) -> list[dict]:
     if settings_path.exists():
         import json
 
-        previous = json.loads(settings_path.read_text())
+        try:
+            previous = json.loads(settings_path.read_text(encoding="utf-8"))
+        except ValueError:
+            raise ScoreError(f"{settings_path} is corrupt: choose another --output-dir (or delete the file to "
+                             "resume regardless of the settings)") from None
+        if not isinstance(previous, dict):
+            raise ScoreError(f"{settings_path} is corrupt: choose another --output-dir")
         mine = _jsonable(cfg.identity())
         diff = sorted(k for k in set(previous) | set(mine) if previous.get(k) != mine.get(k))
         if diff:
@@ -104,6 +120,28 @@ def check_output_dir(cfg: EvalConfig) -> list[dict]:
                 "resume with the same settings, or choose another --output-dir"
             )
     return read_jsonl(samples_path, what="samples file") if samples_path.exists() else []
+
+
+def check_resumed_rows(cfg: EvalConfig, done_rows: list[dict], everything: list[Problem],
+                       selected: list[Problem]) -> None:
+    """A resumed run may select more problems than the run it continues, not fewer: refuse a
+    `limit` (or data) that leaves out rows already done, saying which `--limit` keeps them."""
+    chosen = {p.id for p in selected}
+    left_out = [r.get("id") for r in done_rows if r.get("id") not in chosen]
+    if not left_out:
+        return
+    out, position = cfg.output_dir, {p.id: i for i, p in enumerate(everything)}
+    if all(i in position for i in left_out):
+        need = max(position[i] for i in left_out) + 1
+        raise ScoreError(
+            f"output directory {out} holds {len(done_rows)} evaluated problems, {len(left_out)} of them beyond "
+            f"--limit {cfg.limit}: resume with --limit {need} or more (or without --limit) to keep them, "
+            "or choose another --output-dir"
+        )
+    raise ScoreError(
+        f"output directory {out} holds results for problems this data does not have (e.g. id {left_out[0]!r}): "
+        "resume with the data it evaluated, or choose another --output-dir"
+    )
 
 
 def _jsonable(d: dict) -> dict:
@@ -119,6 +157,11 @@ def validate(cfg: EvalConfig) -> None:
         raise ScoreError(f"--samples must be at least 1, got {cfg.samples}")
     if cfg.samples > 1 and cfg.decoding.greedy:
         raise ScoreError("--samples > 1 with greedy decoding gives identical chains: pass --temperature 1.0")
+    if cfg.limit is not None and cfg.limit < 1:
+        raise ScoreError(f"--limit must be at least 1, got {cfg.limit}")
+    if cfg.decoding.temperature < 0:
+        raise ScoreError(f"--temperature must be >= 0, got {cfg.decoding.temperature}: pass 0 for greedy decoding "
+                         "(as in the paper) or e.g. 1.0 to sample")
     if cfg.decoding.batch_size < 1 or cfg.decoding.max_new_tokens < 1:
         raise ScoreError("--batch-size and --max-new-tokens must be at least 1")
     if not 0 < cfg.decoding.top_p <= 1:
@@ -137,11 +180,13 @@ def evaluate(
     dist = Distributed()
     progress = progress if progress is not None and dist.is_main else Progress()
     validate(cfg)
-    task, problems = load_task(
+    task, everything = load_task(
         cfg.bench, data=cfg.data, question_field=cfg.question_field, answer_field=cfg.answer_field,
-        split=cfg.split, limit=cfg.limit, seed=cfg.decoding.seed,
+        split=cfg.split, seed=cfg.decoding.seed,
     )
+    problems = everything[: cfg.limit] if cfg.limit is not None else everything
     done_rows = check_output_dir(cfg)
+    check_resumed_rows(cfg, done_rows, everything, problems)
     done_ids = {r["id"] for r in done_rows}
     todo = [p for p in problems if p.id not in done_ids]
     out = Path(cfg.output_dir)
@@ -149,6 +194,8 @@ def evaluate(
     if dist.is_main:
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_json(out / SETTINGS_FILE, cfg.identity())
+        if todo:  # rows are about to be added: no metrics.json until they all are
+            (out / METRICS_FILE).unlink(missing_ok=True)
 
     if tokenizer is None:
         from score_cli.models import load_tokenizer
@@ -179,6 +226,8 @@ def evaluate(
     order = {p.id: i for i, p in enumerate(problems)}
     rows = sorted((r for r in rows if r["id"] in order), key=lambda r: order[r["id"]])
     metrics = metrics_from_rows(rows, seed=cfg.decoding.seed)
+    if dist.is_main:
+        atomic_write_jsonl(out / SAMPLES_FILE, rows)  # in problem order: what metrics.json describes
     record = {
         "summary": summary_row(metrics, cfg.turns),
         "metrics": metrics,
@@ -187,6 +236,7 @@ def evaluate(
         "task": task.name,
         "instruction": task.instruction,
         "n_problems": len(rows),
+        "limit": cfg.limit,
         "turns": cfg.turns,
         "samples": cfg.samples,
         "decoding": asdict(cfg.decoding),

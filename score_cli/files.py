@@ -37,14 +37,26 @@ def atomic_write_jsonl(path: str | os.PathLike, rows: Iterable[dict]) -> None:
     atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in rows))
 
 
-def read_jsonl(path: str | os.PathLike, *, what: str = "file") -> list[dict]:
-    """Read a JSONL file; a malformed line raises a ScoreError naming the line number."""
+def read_jsonl(path: str | os.PathLike, *, what: str = "file", line_numbers: bool = False) -> list:
+    """Read a JSONL file; a malformed line (bad JSON, not UTF-8) raises a ScoreError naming the line.
+
+    `line_numbers`: return (line number, row) pairs instead of rows.
+    """
     path = Path(path)
     if not path.exists():
         raise ScoreError(f"{what} {path} does not exist: check the path")
+    if path.is_dir():
+        raise ScoreError(f"{what} {path} is a directory: pass a .jsonl file")
     rows = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, start=1):
+            try:
+                line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
+            except UnicodeDecodeError as e:
+                raise ScoreError(
+                    f"{path}:{lineno}: not UTF-8 text (byte 0x{raw[e.start]:02x} at column {e.start + 1}): "
+                    "save the file as UTF-8"
+                ) from None
             if not line.strip():
                 continue
             try:
@@ -55,5 +67,5 @@ def read_jsonl(path: str | os.PathLike, *, what: str = "file") -> list[dict]:
                 ) from None
             if not isinstance(row, dict):
                 raise ScoreError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
-            rows.append(row)
+            rows.append((lineno, row) if line_numbers else row)
     return rows

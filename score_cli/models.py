@@ -96,9 +96,12 @@ def read_run_record(path: str | os.PathLike) -> dict | None:
     if not f.exists():
         return None
     try:
-        return json.loads(f.read_text())
-    except json.JSONDecodeError:
+        record = json.loads(f.read_text(encoding="utf-8"))
+    except ValueError:  # bad JSON (e.g. truncated) or not UTF-8
         raise ScoreError(f"{f} is corrupt: re-run the stage that wrote it") from None
+    if not isinstance(record, dict):
+        raise ScoreError(f"{f} is corrupt (not a JSON object): re-run the stage that wrote it")
+    return record
 
 
 def _first_line(e: BaseException) -> str:

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from score_cli.errors import ScoreError
+from score_cli.files import read_jsonl
 
 CURVES = (
     ("reward per attempt", ("reward/t1", "reward/t2")),
@@ -26,14 +27,26 @@ def _plt():
 
 
 def training_log(run_dir: Path) -> list[dict]:
-    """The per-step logs of a training run (final record, else the newest checkpoint's state)."""
-    record = run_dir / "score_run.json"
-    if record.exists():
-        history = json.loads(record.read_text()).get("log_history")
-        if history:
-            return history
-    states = sorted(run_dir.glob("checkpoint-*/trainer_state.json"), key=lambda p: int(p.parent.name.split("-")[-1]))
-    return json.loads(states[-1].read_text())["log_history"] if states else []
+    """The per-step logs of a training run (final record, else the newest readable checkpoint state)."""
+    from score_cli.models import read_run_record
+
+    record = read_run_record(run_dir)  # a corrupt record is a one-line error
+    history = record.get("log_history") if record else None
+    if history:
+        return _log_entries(history, run_dir / "score_run.json")
+    states = [p for p in run_dir.glob("checkpoint-*/trainer_state.json") if p.parent.name.split("-")[-1].isdigit()]
+    for state in sorted(states, key=lambda p: int(p.parent.name.split("-")[-1]), reverse=True):
+        try:  # a checkpoint being written (or cut short) is skipped for the one before it
+            return _log_entries(json.loads(state.read_text(encoding="utf-8")).get("log_history") or [], state)
+        except (ValueError, AttributeError):
+            continue
+    return []
+
+
+def _log_entries(history, source: Path) -> list[dict]:
+    if not isinstance(history, list) or not all(isinstance(h, dict) and "step" in h for h in history):
+        raise ScoreError(f"{source}: log_history is not a list of logged steps: re-run the stage that wrote it")
+    return history
 
 
 def plot_training(history: list[dict], out: Path, title: str = "") -> Path:
@@ -104,9 +117,16 @@ def report(run_dir: str, out_dir: str | None = None) -> list[Path]:
     for d in [root, *sorted(root.glob("eval*"))]:
         samples = d / "samples.jsonl"
         if samples.exists():
-            rows = [json.loads(x) for x in samples.read_text().splitlines() if x.strip()]
-            if rows and len(rows[0]["chains"][0]) >= 2:
-                evals[d.name] = rows
+            rows = read_jsonl(samples, what="samples file", line_numbers=True)
+            for lineno, row in rows:
+                chains = row.get("chains")
+                if not (isinstance(chains, list) and chains and all(
+                        isinstance(c, list) and c and all(isinstance(a, dict) and "correct" in a for a in c)
+                        for c in chains)):
+                    raise ScoreError(f"{samples}:{lineno}: not a score eval row (needs 'chains' of attempts with "
+                                     "'correct'): pass the directory of a `score eval` run")
+            if rows and len(rows[0][1]["chains"][0]) >= 2:
+                evals[d.name] = [row for _, row in rows]
     if evals:
         written.append(plot_transitions(evals, out / "transitions.png"))
     if not written:

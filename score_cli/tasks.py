@@ -110,28 +110,36 @@ def _hub_dataset(path: str, *, name: str | None = None, split: str, bench: str):
         ) from None
 
 
-def _rows_from_file(path: str) -> list[dict]:
+def _rows_from_file(path: str) -> tuple[list[dict], list[str]]:
+    """The rows of a local data file, and where each one is ('FILE:LINE' or 'FILE row N')."""
     from score_cli.files import read_jsonl
 
     p = Path(path)
     if not p.exists():
         raise ScoreError(f"data file {p} does not exist: check the --data path")
+    if p.is_dir():
+        raise ScoreError(f"data file {p} is a directory: pass a .jsonl or .parquet file with --data")
     if p.suffix == ".jsonl" or p.suffix == ".json":
-        return read_jsonl(p, what="data file")
+        numbered = read_jsonl(p, what="data file", line_numbers=True)
+        return [row for _, row in numbered], [f"{p}:{n}" for n, _ in numbered]
     if p.suffix == ".parquet":
         import datasets
 
         try:
-            return list(datasets.Dataset.from_parquet(str(p)))
+            rows = list(datasets.Dataset.from_parquet(str(p)))
         except Exception as e:  # noqa: BLE001
             raise ScoreError(f"data file {p} is not a readable parquet file ({type(e).__name__}): check it") from None
+        return rows, [f"{p} row {i + 1}" for i in range(len(rows))]
     raise ScoreError(f"data file {p} has an unsupported extension: use .jsonl or .parquet")
 
 
 def problems_from_rows(
-    rows: Sequence[dict], *, question_field: str, answer_field: str, source: str, id_field: str | None = None
+    rows: Sequence[dict], *, question_field: str, answer_field: str, source: str, id_field: str | None = None,
+    where: Sequence[str] | None = None,
 ) -> list[Problem]:
-    """Turn raw rows into Problems, naming the missing field and the fields that do exist."""
+    """Turn raw rows into Problems, naming the missing field and the fields that do exist. A row
+    without a question or answer is refused; with `where` (a local file: each row's place, e.g.
+    FILE:LINE), so is a blank one, named by its place."""
     if not rows:
         raise ScoreError(f"{source} holds no problems: pass a file with at least one row")
     first = rows[0]
@@ -142,8 +150,12 @@ def problems_from_rows(
             )
     problems = []
     for i, row in enumerate(rows):
-        if row.get(question_field) is None or row.get(answer_field) is None:
-            raise ScoreError(f"{source}: row {i + 1} has no '{question_field}' or '{answer_field}': fix or drop it")
+        at = where[i] if where is not None else f"{source}: row {i + 1}"
+        for fld in (question_field, answer_field):
+            if row.get(fld) is None:
+                raise ScoreError(f"{at}: the row has no '{fld}': fix or drop it")
+            if where is not None and not str(row[fld]).strip():  # a local file, which the user can fix
+                raise ScoreError(f"{at}: '{fld}' is empty: fill it in or drop the row")
         pid = str(row[id_field]) if id_field and id_field in row else str(row.get("id", row.get("unique_id", i)))
         problems.append(Problem(id=pid, question=str(row[question_field]), answer=str(row[answer_field])))
     return problems
@@ -166,7 +178,7 @@ def load_task(
 ) -> tuple[Task, list[Problem]]:
     """Resolve `--bench` / `--data` into a task and its problems (`split` is 'test' or 'train')."""
     if data is not None:
-        rows = _rows_from_file(data)
+        rows, where = _rows_from_file(data)
         task: Task
         if bench == "mbpp":  # MBPP's own format: task_id, text, test_list (test_setup_code, code)
             from score_cli.code_task import CodeTask, mbpp_problem
@@ -179,7 +191,8 @@ def load_task(
             task, problems = CodeTask("mbpp"), [mbpp_problem(r) for r in rows]
         else:
             problems = problems_from_rows(
-                rows, question_field=question_field, answer_field=answer_field, source=f"data file {data}"
+                rows, question_field=question_field, answer_field=answer_field, source=f"data file {data}",
+                where=where,
             )
             task = MathTask() if bench in (None, "math", "gsm8k", "champ") else _bench_task_only(bench)[0]
     else:

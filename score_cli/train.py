@@ -81,21 +81,91 @@ def load_recipe(path: str | None) -> dict[str, Any]:
     p = Path(path)
     if not p.exists():
         raise ScoreError(f"recipe {p} does not exist: check the --recipe path (recipes live in recipes/)")
+    if p.is_dir():
+        raise ScoreError(f"recipe {p} is a directory: pass a YAML file with --recipe (recipes live in recipes/)")
     try:
-        recipe = yaml.safe_load(p.read_text()) or {}
+        recipe = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError:
+        raise ScoreError(f"recipe {p} is not UTF-8 text: save it as UTF-8 YAML") from None
     except yaml.YAMLError as e:
         where = getattr(e, "problem_mark", None)
         line = f" at line {where.line + 1}" if where else ""
         raise ScoreError(f"recipe {p} is not valid YAML{line}: fix the syntax") from None
     if not isinstance(recipe, dict):
         raise ScoreError(f"recipe {p} must be a mapping of config fields to values")
-    known = {f.name for f, _ in config_fields()} | set(DATA_KEYS)
-    unknown = sorted(set(recipe) - known)
+    types = {f.name: tp for f, tp in config_fields()} | {k: str | None for k in DATA_KEYS} | {"limit": int | None}
+    unknown = sorted(set(recipe) - set(types))
     if unknown:
         raise ScoreError(
             f"recipe {p} has unknown keys {', '.join(unknown)}: use SCoReConfig field names (score stage1 --help)"
         )
-    return recipe
+    return {k: coerce_recipe_value(p, k, v, types[k]) for k, v in recipe.items()}
+
+
+_KIND_WORDS = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+
+
+def coerce_recipe_value(recipe: Path, key: str, value: Any, tp: Any) -> Any:
+    """A recipe value as its field's simple type (bool, int, float, str): YAML reads `5e-6` as a
+    string and `3.0` as a float, so numbers in clean text are converted; anything else is refused by
+    key and expected type. Fields of other types (lists, dicts, unions such as SchedulerType | str)
+    pass unchanged."""
+    import types as pytypes
+    import typing
+
+    union = typing.get_origin(tp) in (typing.Union, pytypes.UnionType)
+    args = typing.get_args(tp) if union else (tp,)
+    inner = [a for a in args if a is not type(None)]
+    if len(inner) != 1 or inner[0] not in _KIND_WORDS:
+        return value
+    kind = inner[0]
+    if value is None and type(None) in args:
+        return None
+    converted = _convert(value, kind)
+    if converted is None:
+        shown = "null" if value is None else repr(value)
+        raise ScoreError(f"recipe {recipe}: {key} must be {_KIND_WORDS[kind]}, got {shown}: fix it in the recipe")
+    return converted
+
+
+def _convert(value: Any, kind: type) -> Any:
+    """`value` as `kind` if it is one cleanly (no bools as numbers, no fractions as integers), else None."""
+    import math
+
+    if kind is bool:
+        words = {"true": True, "false": False, "yes": True, "no": False, "on": True, "off": False}
+        if isinstance(value, bool):
+            return value
+        return words.get(value.strip().lower()) if isinstance(value, str) else None
+    if kind is str:
+        return str(value) if isinstance(value, (str, int, float)) and not isinstance(value, bool) else None
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        return None
+    if isinstance(value, str):
+        try:
+            value = float(value) if kind is float or not value.strip().lstrip("+-").isdigit() else int(value)
+        except ValueError:
+            return None
+    if kind is float:
+        return float(value)
+    if isinstance(value, float) and not (math.isfinite(value) and value.is_integer()):
+        return None
+    return int(value)
+
+
+def check_values(kwargs: dict[str, Any]) -> None:
+    """Ranges of the options whose bad values would only fail deep inside generation."""
+    temperature = kwargs.get("temperature")
+    if temperature is not None and not temperature > 0:
+        raise ScoreError(f"temperature must be > 0 (training samples its rollouts), got {temperature}: set e.g. "
+                         "--temperature 1.0")
+    length = kwargs.get("max_attempt_length")
+    if length is not None and length < 1:
+        raise ScoreError(f"max_attempt_length must be at least 1 (new tokens per attempt), got {length}: set e.g. "
+                         "--max-attempt-length 512")
+    top_p = kwargs.get("top_p")
+    if top_p is not None and not 0 < top_p <= 1:
+        raise ScoreError(f"top_p must be in (0, 1], got {top_p}: set e.g. --top-p 1.0")
 
 
 def resolve(req: TrainRequest) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
@@ -114,6 +184,7 @@ def resolve(req: TrainRequest) -> tuple[dict[str, Any], dict[str, Any], dict[str
     for k in DERIVED_FIELDS:
         if k in kwargs:
             raise ScoreError(f"'{k}' is set by score itself: remove it from the recipe or options")
+    check_values(kwargs)
 
     lineage: dict[str, Any] = {}
     if req.stage == 1:
@@ -171,12 +242,18 @@ def default_output_dir(stage: int, model: str) -> str:
 
 def check_output_dir(out: Path, resume: bool) -> str | None:
     """Refuse to clobber a run; on --resume return the last complete checkpoint (or None)."""
+    for d in (out, *out.parents):  # the first existing one must be a directory
+        if d.exists():
+            if not d.is_dir():
+                where = "is a file" if d == out else f"lies under {d}, which is a file"
+                raise ScoreError(f"--output-dir {out} {where}, not a directory: choose another --output-dir")
+            break
     record = read_run_record(out) if out.exists() else None
-    checkpoint = last_complete_checkpoint(out)
     if resume:
         if record and record.get("finished"):
             raise ScoreError(f"the run in {out} already finished: nothing to resume; choose another --output-dir")
-        return checkpoint
+        return last_complete_checkpoint(out)
+    checkpoint = last_complete_checkpoint(out, verify=False)
     if record is not None or checkpoint is not None:
         raise ScoreError(
             f"output directory {out} already holds a training run: pass --resume to continue it, "
@@ -185,19 +262,101 @@ def check_output_dir(out: Path, resume: bool) -> str | None:
     return None
 
 
-def last_complete_checkpoint(out: Path) -> str | None:
-    """The newest checkpoint whose trainer state was fully written (a kill -9 can cut one short)."""
+def last_complete_checkpoint(out: Path, *, verify: bool = True) -> str | None:
+    """The newest checkpoint whose files all load (a kill -9, a crash or a full disk can cut one short).
+
+    Newer incomplete checkpoints are skipped with a one-line warning. `verify=False` checks only
+    the trainer state (written last), which is enough to tell that a run is there.
+    """
+    out = Path(out)
     if not out.is_dir():
         return None
     found = []
     for d in out.glob("checkpoint-*"):
         try:
-            step = int(d.name.split("-")[-1])
-            json.loads((d / "trainer_state.json").read_text())
-        except (ValueError, OSError):
+            found.append((int(d.name.split("-")[-1]), d))
+        except ValueError:
             continue
-        found.append((step, d))
-    return str(max(found)[1]) if found else None
+    skipped = []
+    for _, d in sorted(found, reverse=True):
+        problem = checkpoint_problem(d, verify=verify)
+        if problem is None:
+            if skipped:
+                log.warning("skipping incomplete %s: resuming from %s", "; ".join(skipped), d.name)
+            return str(d)
+        if verify:
+            skipped.append(f"{d.name} ({problem})")
+    if skipped:
+        log.warning("skipping incomplete %s: no complete checkpoint left, training starts from step 0",
+                    "; ".join(skipped))
+    return None
+
+
+def checkpoint_problem(d: Path, *, verify: bool = True) -> str | None:
+    """Why checkpoint directory `d` cannot be resumed from ('FILE: reason'), or None if it can.
+
+    Cheap checks of every file: JSON parses; a safetensors header covers its whole file (so every
+    tensor is there); torch files (optimizer, scheduler, RNG state, arguments) open with torch.load,
+    weights_only and memory-mapped; an index's shards exist.
+    """
+    if not d.is_dir():
+        return "not a directory"
+    try:
+        json.loads((d / "trainer_state.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        return f"trainer_state.json: {_reason(e)}"
+    if not verify:
+        return None
+    for f in sorted(p for p in d.rglob("*") if p.is_file()):
+        try:
+            _check_checkpoint_file(f)
+        except Exception as e:  # noqa: BLE001 - whatever fails to load makes the checkpoint unusable
+            return f"{f.relative_to(d)}: {_reason(e)}"
+    return None
+
+
+def _check_checkpoint_file(f: Path) -> None:
+    if f.name.endswith(".safetensors"):
+        from safetensors import safe_open
+
+        with safe_open(str(f), framework="pt") as st:  # refuses a header that does not cover the file
+            for key in st.keys():
+                st.get_slice(key)
+    elif f.suffix in (".pt", ".pth", ".bin"):
+        _check_torch_file(f)
+    elif f.suffix == ".json":
+        data = json.loads(f.read_text(encoding="utf-8"))
+        if f.name.endswith(".index.json") and isinstance(data, dict):
+            missing = sorted({s for s in data.get("weight_map", {}).values() if not (f.parent / s).is_file()})
+            if missing:
+                raise FileNotFoundError(f"shard {missing[0]} is missing")
+
+
+def _check_torch_file(f: Path) -> None:
+    """torch.load with weights_only (numpy RNG state allowed, as transformers loads it); a file that
+    pickles other objects (training_args.bin) passes once its archive has opened."""
+    import contextlib
+    import pickle
+    import zipfile
+
+    import torch
+
+    try:
+        from transformers.trainer_pt_utils import safe_globals
+    except ImportError:  # pragma: no cover - older transformers
+        safe_globals = contextlib.nullcontext
+    zipped = zipfile.is_zipfile(f)  # False for a truncated archive: its directory is at the end
+    try:
+        with safe_globals():
+            torch.load(f, map_location="cpu", weights_only=True, mmap=zipped)
+    except pickle.UnpicklingError as e:
+        if not (zipped and "Weights only load failed" in str(e)):
+            raise
+
+
+def _reason(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return (text[0] if text else type(e).__name__)[:160]
 
 
 class StopOnSignal(TrainerCallback):

@@ -198,3 +198,55 @@ def test_output_dir_with_another_runs_results(tmp_path, tiny_model_dir, data_fil
     out.mkdir()
     (out / "metrics.json").write_text("{}")
     cli_error(["--model", str(tiny_model_dir), "--data", str(data_file), "--output-dir", str(out)], "already holds")
+
+
+def test_resume_with_another_limit_extends_or_is_refused(data_file, tmp_path, char_tokenizer, scripted):
+    """A larger --limit keeps the rows done and evaluates the rest; a smaller one is refused; and
+    metrics.json describes exactly the rows of samples.jsonl at every point."""
+    out = tmp_path / "out"
+
+    def policy(**kw):
+        return scripted(char_tokenizer, SCRIPT, MATH_INSTRUCTION, **kw)
+
+    def on_disk():
+        ids = [json.loads(x)["id"] for x in (out / "samples.jsonl").read_text().splitlines()]
+        metrics = out / "metrics.json"
+        return ids, json.loads(metrics.read_text())["n_problems"] if metrics.exists() else None
+
+    run(config(data_file, out, limit=4), char_tokenizer, policy())
+    assert on_disk() == ([f"p{i}" for i in range(4)], 4)
+    # extending, interrupted: the old metrics.json goes as soon as rows are added
+    with pytest.raises(KeyboardInterrupt):
+        run(config(data_file, out, limit=8, resume=True), char_tokenizer, policy(fail_after=2))
+    assert on_disk() == ([f"p{i}" for i in range(7)], None)
+    gen = policy()
+    res = run(config(data_file, out, limit=8, resume=True), char_tokenizer, gen)
+    assert gen.questions_seen(0) == [list(PROBLEMS)[7]]  # the rows done are kept, not redone
+    assert on_disk() == ([f"p{i}" for i in range(8)], 8)
+    assert res.metrics == run(config(data_file, tmp_path / "fresh"), char_tokenizer, policy()).metrics
+    # fewer problems than are done: refused, and nothing on disk changes
+    before = {f: (out / f).read_text() for f in ("samples.jsonl", "metrics.json")}
+    with pytest.raises(ScoreError, match=r"holds 8 evaluated problems, 6 of them beyond --limit 2: resume with "
+                                         r"--limit 8 or more \(or without --limit\)"):
+        run(config(data_file, out, limit=2, resume=True), char_tokenizer, policy())
+    assert before == {f: (out / f).read_text() for f in ("samples.jsonl", "metrics.json")}
+    # the same rows resumed without --limit (all 8): nothing to generate, the same rows and metrics
+    gen = policy()
+    run(config(data_file, out, resume=True), char_tokenizer, gen)
+    assert not gen.calls and (out / "samples.jsonl").read_text() == before["samples.jsonl"]
+    assert json.loads((out / "metrics.json").read_text())["metrics"] == json.loads(before["metrics.json"])["metrics"]
+    # rows of problems the data no longer has are refused too
+    data_file.write_text("".join(data_file.read_text().splitlines(keepends=True)[1:]))
+    with pytest.raises(ScoreError, match="problems this data does not have \\(e.g. id 'p0'\\)"):
+        run(config(data_file, out, resume=True), char_tokenizer, policy())
+
+
+def test_resume_with_another_limit_through_the_cli(tmp_path, tiny_model_dir, data_file):
+    out = tmp_path / "o"
+    args = ["--model", str(tiny_model_dir), "--data", str(data_file), "--max-new-tokens", "2", "--output-dir", str(out)]
+    assert runner.invoke(app, ["eval", *args, "--limit", "4"]).exit_code == 0
+    cli_error([*args, "--limit", "2", "--resume"], "--limit 4 or more")
+    r = runner.invoke(app, ["eval", *args, "--limit", "6", "--resume"])
+    assert r.exit_code == 0, r.output
+    rows = (out / "samples.jsonl").read_text().splitlines()
+    assert len(rows) == 6 == json.loads((out / "metrics.json").read_text())["n_problems"]
