@@ -204,16 +204,27 @@ def toy_problems(split: str = "test", seed: int = 0, n: int | None = None) -> li
 
 @dataclass(frozen=True)
 class NoisySolver:
-    """Writes worked solutions with mistakes a person makes: with probability `drop` a column
-    ignores its incoming carry (or borrow), with probability `slip` a column's result is off by one.
-    Later columns and the final answer follow what was written, so a mistake propagates."""
+    """Writes worked solutions with mistakes a person makes: with probability `drop` a step
+    ignores its carry (or borrow), with probability `slip` a step's result is off by one. Later
+    steps and the final answer follow what was written, so a mistake propagates.
+
+    `method` "columns" works digit columns right to left ("8+9=17 79": the column, then the answer
+    so far); "places" adds or subtracts the second number one place value at a time, largest first
+    (482+397: "482+300=782", "782+90=872", "872+7=879"), a second way to the same answer whose lines
+    share no numbers with the column method's, so one cannot be copied into the other.
+    """
 
     drop: float = 0.0
     slip: float = 0.0
+    method: str = "columns"
 
     def solve(self, a: int, op: str, b: int, rng: random.Random | None = None) -> str:
         if rng is None and (self.drop or self.slip):
             raise ValueError("a noisy solver needs an rng")
+        if self.method == "places":
+            return self._places(a, op, b, rng)
+        if self.method != "columns":
+            raise ValueError(f"method must be 'columns' or 'places', got {self.method!r}")
         width = max(len(str(a)), len(str(b)))
         da, db = str(a).zfill(width)[::-1], str(b).zfill(width)[::-1]
         lines, so_far, carry = [], "", 0
@@ -237,6 +248,24 @@ class NoisySolver:
             so_far = (written if i == width - 1 else digit) + so_far
             lines.append(f"{expr}={written} {so_far}")
         lines.append(f"The final answer is ${int(so_far)}$.")
+        return "\n".join(lines)
+
+    def _places(self, a: int, op: str, b: int, rng: random.Random | None) -> str:
+        digits = str(b)
+        parts = [int(d) * 10 ** (len(digits) - 1 - i) for i, d in enumerate(digits) if d != "0"]
+        lines, cur = [], a
+        for part in parts:
+            place = 10 ** (len(str(part)) - 1)
+            true = cur + part if op == "+" else cur - part
+            written = true
+            crosses = (true // (10 * place)) != (cur // (10 * place))  # a carry or borrow into higher places
+            if crosses and rng is not None and rng.random() < self.drop:
+                written = true - 10 * place if op == "+" else true + 10 * place  # the carry forgotten
+            if rng is not None and rng.random() < self.slip:
+                written += place if written < place or rng.random() < 0.5 else -place  # that place off by one
+            lines.append(f"{cur}{op}{part}={written}")
+            cur = written
+        lines.append(f"The final answer is ${cur}$.")
         return "\n".join(lines)
 
 
@@ -367,6 +396,7 @@ class ToyTraining:
     lr: float = 1e-3
     warmup: int = 50
     weight_decay: float = 0.01
+    clean_steps: int = 0  # the first steps train on single-turn correct solutions only (learn the algorithm)
 
 
 def _batches(tokenizer, data: ToyData, rng: random.Random, batch_size: int, pool: int = 8):
@@ -453,10 +483,12 @@ def _train(
 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
     batches = _batches(tokenizer, data, random.Random(f"toy-data/{seed}"), training.batch_size)
+    clean = _batches(tokenizer, ToyData(first=GOLD, two_turn=0.0), random.Random(f"toy-clean/{seed}"),
+                     training.batch_size)
     model.train()
     t0, losses, tokens = time.perf_counter(), [], 0
     for step in range(1, training.steps + 1):
-        ids, mask, labels = next(batches)
+        ids, mask, labels = next(clean if step <= training.clean_steps else batches)
         loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
         opt.zero_grad(set_to_none=True)
         loss.backward()

@@ -27,6 +27,20 @@ COLUMNS = (("t1", "accuracy@t1"), ("t2", "accuracy@t2"), ("delta", "delta(t1,t2)
            ("broken|right", "broken|right(t1,t2)"), ("f", "fixed|changed(t1,t2)"))
 
 
+def retry_accuracy(samples: Path) -> dict[str, float]:
+    """How good a *changed* second attempt is after a right and after a wrong first attempt. For an
+    independent retry the two are equal (the solver's accuracy); a retry that leans on y1 is right
+    far more often after a right y1 than after a wrong one."""
+    right, wrong = [0, 0], [0, 0]
+    for line in samples.read_text().splitlines():
+        for a, b in json.loads(line)["chains"]:
+            if a["text"] != b["text"]:
+                counts = right if a["correct"] else wrong
+                counts[0] += b["correct"]
+                counts[1] += 1
+    return {"new|R": right[0] / max(right[1], 1), "new|W": wrong[0] / max(wrong[1], 1)}
+
+
 def build(out: str, seed: int, data: dict, training: dict) -> None:
     from score_cli.toy import NoisySolver, ToyData, ToyTraining, train_toy_model
 
@@ -41,8 +55,43 @@ def probe(model: str, seed: int = 0) -> dict[str, float]:
 
     metrics = ensure_eval(Path(model), Path(model) / "probe-eval", seed=seed)
     row = {name: metrics[key]["value"] for name, key in COLUMNS}
+    row.update(retry_accuracy(Path(model) / "probe-eval" / "samples.jsonl"))
     (Path(model) / "probe.json").write_text(json.dumps(row, indent=1))
     return row
+
+
+def curve(out: str, seed: int, data: dict, training: dict, every: int, n: int = 100) -> None:
+    """Train like `build` and print attempt 1's accuracy (greedy and sampled) on `n` test problems
+    every `every` steps: how fast the model learns the arithmetic itself."""
+    import torch
+
+    from score_cli.rollout import Decoding, HFGenerator, first_attempt_ids, run_attempts
+    from score_cli.toy import ToyTask, build_char_tokenizer, toy_problems
+
+    tok = build_char_tokenizer()
+    tok.padding_side = "left"
+    task, problems = ToyTask(), toy_problems("test", n=n)
+    first = [first_attempt_ids(tok, task, p) for p in problems]
+
+    def on_step(step, model) -> None:
+        if step % every:
+            return
+        accs = []
+        for temperature in (0.0, 1.0):
+            torch.manual_seed(0)
+            gen = HFGenerator(model, tok, Decoding(max_new_tokens=100, temperature=temperature, batch_size=n))
+            rollouts = run_attempts(gen, first, turns=1, instruction=[], eos_id=tok.eos_token_id)
+            texts = [tok.decode(r.outputs[0], skip_special_tokens=True) for r in rollouts]
+            accs.append(sum(g.correct for g in task.grade(problems, texts)) / n)
+        print(f"step {step}: greedy {100 * accs[0]:.0f}%  sampled {100 * accs[1]:.0f}%", flush=True)
+
+    from score_cli.toy import NoisySolver, ToyData, ToyTraining, train_toy_model
+
+    for key in ("first", "second"):
+        if key in data:
+            data[key] = NoisySolver(**data[key])
+    train_toy_model(out, seed=seed, data=ToyData(**data), training=ToyTraining(**training), on_step=on_step,
+                    log_every=0)
 
 
 def rl(base: str, out: str, steps: int, seed: int, methods: list[str], sets: list[str]) -> None:
@@ -58,7 +107,7 @@ def rl(base: str, out: str, steps: int, seed: int, methods: list[str], sets: lis
     root = Path(out)
     root.mkdir(parents=True, exist_ok=True)
     (root / "recipe.yaml").write_text(yaml.safe_dump(recipe))
-    print("model | " + " | ".join(name for name, _ in COLUMNS))
+    print("model | " + " | ".join(name for name, _ in COLUMNS) + " | new|R | new|W")
     for method in methods:
         model = run_method(method, Path(base), root, seed, str(root / "recipe.yaml"), steps)
         for m in ([model.parent / "stage1"] if method in ("SCoRe", "SCoRe (alpha=0)") else []) + [model]:
@@ -77,6 +126,12 @@ def main(argv: list[str]) -> None:
     b.add_argument("--probe", action="store_true", help="probe the model once built")
     p = sub.add_parser("probe")
     p.add_argument("models", nargs="+")
+    c = sub.add_parser("curve")
+    c.add_argument("out")
+    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--data", default="{}")
+    c.add_argument("--training", default="{}")
+    c.add_argument("--every", type=int, default=200)
     r = sub.add_parser("rl")
     r.add_argument("base")
     r.add_argument("out")
@@ -85,6 +140,8 @@ def main(argv: list[str]) -> None:
     r.add_argument("--methods", default="SCoRe")
     r.add_argument("--set", action="append", default=[])
     args = ap.parse_args(argv)
+    if args.cmd == "curve":
+        return curve(args.out, args.seed, json.loads(args.data), json.loads(args.training), args.every)
     if args.cmd == "rl":
         logging.basicConfig(level=logging.WARNING)
         return rl(args.base, args.out, args.steps, args.seed, args.methods.split(","), args.set)
@@ -94,7 +151,7 @@ def main(argv: list[str]) -> None:
         build(args.out, args.seed, json.loads(args.data), json.loads(args.training))
         if not args.probe:
             return
-    print("model | " + " | ".join(name for name, _ in COLUMNS))
+    print("model | " + " | ".join(name for name, _ in COLUMNS) + " | new|R | new|W")
     for m in models:
         row = probe(m)
         print(f"{m} | " + " | ".join(f"{100 * v:.1f}" for v in row.values()), flush=True)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 
 import pytest
 import torch
@@ -15,6 +16,7 @@ from score_cli.math_grader import extract_answer as final_answer
 from score_cli.rollout import Decoding, HFGenerator, first_attempt_ids, instruction_ids, run_attempts
 from score_cli.toy import (
     RECORD_FILE,
+    VERIFY_INSTRUCTION,
     NoisySolver,
     ToyData,
     ToyTask,
@@ -27,6 +29,7 @@ from score_cli.toy import (
     toy_conversations,
     toy_problems,
     train_toy_model,
+    verdict,
 )
 
 
@@ -114,18 +117,74 @@ def test_noisy_solver_mistakes_are_local_and_consistent():
         NoisySolver(drop=0.1).solve(a, op, b)
 
 
-def test_second_attempts_do_not_depend_on_first_attempt_correctness():
+def test_place_value_method_reaches_the_same_answer_by_other_lines():
+    gold = NoisySolver(method="places")
+    assert gold.solve(482, "+", 397).splitlines() == ["482+300=782", "782+90=872", "872+7=879",
+                                                      "The final answer is $879$."]
+    assert gold.solve(482, "-", 397).splitlines()[:3] == ["482-300=182", "182-90=92", "92-7=85"]
+    assert gold.solve(95, "+", 60).splitlines() == ["95+60=155", "The final answer is $155$."]
+    for p in toy_problems("test", n=300):
+        m = p.meta
+        assert final_answer(gold.solve(m["a"], m["op"], m["b"])) == p.answer
+    # a forgotten carry drops exactly one unit of the next place; a slip moves the step's place by one
+    assert NoisySolver(drop=1.0, method="places").solve(482, "+", 397, random.Random(0)).splitlines()[1] == \
+        "782+90=772"
+    slipped = NoisySolver(slip=1.0, method="places").solve(482, "+", 397, random.Random(0)).splitlines()[0]
+    assert slipped in ("482+300=882", "482+300=682")
+    with pytest.raises(ValueError):
+        NoisySolver(method="abacus").solve(1, "+", 2)
+
+
+def test_verdict_names_the_first_wrong_line():
+    gold = NoisySolver().solve(482, "+", 397)
+    assert verdict(gold, gold) == "yes"
+    lines = gold.splitlines()
+    assert verdict("\n".join([lines[0], "8+9=16 69", *lines[2:]]), gold) == "no: line 2"
+    assert verdict("\n".join(lines[:2]), gold) == "no: line 3"  # cut short
+
+
+def test_verification_and_marked_retries_in_the_data():
+    """Verification conversations end in a verdict, never in a rewrite; a marked retry opens with
+    its marker; both render through the chat template exactly like the rollout."""
+    data = ToyData(retry_marker="Redo:", verify=0.3, two_turn=1.0)
+    rows = toy_conversations(600, seed=2, data=data)
+    judged = [r for r in rows if r["verdict"] is not None]
+    assert 0.2 < len(judged) / len(rows) < 0.4 and all(r["y2"] is None for r in judged)
+    for r in judged:  # "yes" exactly when y1 is the correct worked solution
+        a, op, b = re.fullmatch(r"(\d+)([+-])(\d+)=\?", r["question"]).groups()
+        right = r["y1"] == NoisySolver().solve(int(a), op, int(b))
+        assert (r["verdict"] == "yes") == right and (right or r["verdict"].startswith("no: line "))
+    assert {r["verdict"] == "yes" for r in judged} == {True, False}
+    retries = [r for r in rows if r["copied"] is False]
+    assert retries and all(r["y2"].startswith("Redo:\n") for r in retries)
+    tok = build_char_tokenizer()
+    ids, labels = conversation_ids(tok, judged[0])
+    rendered = tok.apply_chat_template(
+        [{"role": "user", "content": judged[0]["question"]}, {"role": "assistant", "content": judged[0]["y1"]},
+         {"role": "user", "content": VERIFY_INSTRUCTION}, {"role": "assistant", "content": judged[0]["verdict"]}],
+        tokenize=True, return_dict=False,
+    )
+    assert ids == list(rendered)
+    assert tok.decode([t for t in labels if t != -100]) == f"{judged[0]['y1']}</s>{judged[0]['verdict']}</s>"
+
+
+@pytest.mark.parametrize("data", [ToyData(two_turn=1.0),
+                                  ToyData(two_turn=1.0, retry_marker="Redo:", verify=0.2,
+                                          second=NoisySolver(drop=0.2, slip=0.05, method="places"))],
+                         ids=["release", "marker-verify-places"])
+def test_second_attempts_do_not_depend_on_first_attempt_correctness(data):
     """Whether y2 copies y1, and whether a fresh y2 is right, are independent of y1 being right:
     the data shows how to write a second attempt, never which first attempts to fix.
 
     Checked problem by problem: across problems, two independent tries are both more often right on
     easy problems (no carries) than on hard ones, for any solver, so the pooled rates would differ.
     """
-    data, rng = ToyData(two_turn=1.0), random.Random(0)
+    rng = random.Random(0)
     problems = [p for p in toy_problems("train", n=400) if _carries(gold_solution(p)) >= 2]
     copy_gaps, fresh_gaps = [], []
     for p in problems[:12]:
         rows = [data.conversation(rng, (p.meta["a"], p.meta["op"], p.meta["b"])) for _ in range(800)]
+        rows = [r for r in rows if r["verdict"] is None]
         right = [r for r in rows if final_answer(r["y1"]) == r["answer"]]
         wrong = [r for r in rows if final_answer(r["y1"]) != r["answer"]]
         assert min(len(right), len(wrong)) > 100
