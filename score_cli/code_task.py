@@ -4,9 +4,11 @@ The paper trains on MBPP and evaluates on HumanEval; the reward is binary, 1 whe
 problem's tests pass. Programs run in `score_cli.sandbox` (its own process, namespaces, an
 unprivileged uid, resource limits), in parallel.
 
-"All tests pass" is decided by a random sentinel that the test program prints after the last
-test: exit status 0 alone is not enough, since a program can `sys.exit(0)` (or `os._exit(0)`)
-before any test ran.
+"All tests pass" is the sandbox's verdict (`run_program(code, tests=...)`): the tests run in a
+separate, trusted interpreter against the program's functions, which return plain data only; no
+exit status, output or marker of the program's process counts (see `score_cli.sandbox`). HumanEval
+tests that call a helper of the prompt (encode_cyclic, poly, ...) get the prompt's own helper, run
+by the tester, not the program's, which could be rewritten to agree with any answer.
 
 Prompts (the paper gives the self-correction instruction verbatim, not the attempt-1 prompts):
 - HumanEval, zero-shot (our wording): the problem's prompt (signature and docstring) in a
@@ -24,7 +26,6 @@ import builtins
 import keyword
 import logging
 import re
-import secrets
 import textwrap
 from collections.abc import Sequence
 
@@ -202,7 +203,8 @@ def extract_code(output: str, problem: Problem, bench: str | None = None) -> str
     return code if code.endswith("\n") else code + "\n"
 
 
-_NOT_ENTRY = set(dir(builtins)) | set(keyword.kwlist) | {"math", "set", "sorted", "abs", "isclose"}
+_BUILTIN_NAMES = set(dir(builtins))
+_NOT_ENTRY = _BUILTIN_NAMES | set(keyword.kwlist) | {"math", "set", "sorted", "abs", "isclose"}
 
 
 def entry_point(problem: Problem, bench: str) -> str | None:
@@ -256,33 +258,49 @@ class CodeTask(Task):
         tests = problem.meta.get("test_list") or [t for t in problem.answer.splitlines() if t.strip()]
         return [{"role": "user", "content": mbpp_prompt(problem.question, tests)}]
 
-    def test_program(self, problem: Problem, code: str, sentinel: str) -> str:
-        """The answer's program, then the tests, then the sentinel (reached only if all passed)."""
-        parts = [code]
+    def tests(self, problem: Problem) -> str:
+        """The problem's tests as the sandbox's tester runs them, after the program's module ran.
+
+        MBPP: the setup code, then the asserts (they call the program's functions by name).
+        HumanEval: the check function, called on the program's entry point; where the tests use a
+        helper that the prompt defines (encode_cyclic, poly, ...), the prompt comes first, so
+        the tests get the prompt's helper and not the program's own version of it."""
+        parts = []
+        entry = entry_point(problem, self.bench)
+        # The tester never lets a name of the program hide a built-in; a function of the task's
+        # own that has a built-in's name (MBPP's reference solution defines it) is bound explicitly.
+        own = {entry, *re.findall(r"^def\s+([A-Za-z_]\w*)", problem.meta.get("code", ""), re.M)}
+        shadowing = sorted(n for n in own if n in _BUILTIN_NAMES and re.search(rf"\b{n}\s*\(", problem.answer))
+        if shadowing:
+            parts.append("\n".join(f"{n} = __program__.{n}" for n in shadowing))
+        if self.bench == "humaneval":
+            prompt = problem.meta.get("prompt", problem.question)
+            helpers = set(re.findall(r"^(?:async\s+def|def|class)\s+([A-Za-z_]\w*)", prompt, re.M)) - {entry}
+            if any(re.search(rf"\b{re.escape(h)}\b", problem.answer) for h in helpers):
+                parts.append(prompt)
         if self.bench == "mbpp" and problem.meta.get("test_setup_code"):
             parts.append(problem.meta["test_setup_code"])
         parts.append(problem.answer)
         if re.search(r"^def check\(", problem.answer, re.M):
-            parts.append(f"check({entry_point(problem, self.bench)})")
-        parts.append(f"__import__('os').write(1, b'\\n{sentinel}\\n')")
+            parts.append(f"check(__program__.{entry})")
         return "\n\n".join(p.rstrip("\n") for p in parts) + "\n"
 
     def grade(self, problems: Sequence[Problem], outputs: Sequence[str]) -> list[Grade]:
-        """Reward 1 iff the program ran to the end of all its tests (the sentinel) and exited 0."""
+        """Reward 1 iff the sandbox's tester ran all of the problem's tests against the program."""
         if len(problems) != len(outputs):
             raise ValueError(f"{len(problems)} problems but {len(outputs)} outputs")
-        sentinel = f"score-tests-passed-{secrets.token_hex(16)}"
         codes = [extract_code(o, p, self.bench) for p, o in zip(problems, outputs, strict=True)]
         todo = [i for i, c in enumerate(codes) if c.strip()]
         results = run_many(
-            [self.test_program(problems[i], codes[i], sentinel) for i in todo],
+            [codes[i] for i in todo],
+            tests=[self.tests(problems[i]) for i in todo],
             workers=self.workers,
             timeout=self.timeout,
             memory_mb=self.memory_mb,
         )
         passed = [False] * len(codes)
         for i, r in zip(todo, results, strict=True):
-            passed[i] = r.status == "ok" and f"\n{sentinel}\n" in r.stdout
+            passed[i] = r.passed is True
             if not passed[i]:
                 logger.debug("%s: %s (rc=%s) %s", problems[i].id, r.status, r.returncode, r.stderr[-300:])
         return [Grade(answer=c or None, correct=ok) for c, ok in zip(codes, passed, strict=True)]

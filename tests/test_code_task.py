@@ -142,9 +142,64 @@ def test_no_code_at_all_is_wrong_without_running(he0):
     ],
 )
 def test_exiting_before_the_tests_never_counts(he0, cheat):
-    """Exit status 0 is not enough: the tests must run to the end (the random sentinel)."""
+    """Exit status 0 is not enough: the tests must run to the end, in the tester."""
     out = f"```python\n{GOOD}\n{cheat}\n```"
     assert not grade_one(he0, out)
+
+
+HACKS = {
+    # The issue's three faked passes, as they were written against the printed-marker grader.
+    "marker-from-co_consts": "import sys, posix\n"
+    "for c in sys._getframe(0).f_code.co_consts:\n"
+    "    if isinstance(c, bytes) and b'score-tests-passed-' in c:\n"
+    "        posix.write(1, c)\n"
+    "posix._exit(0)\n",
+    "settrace-skips-asserts": "import sys\n"
+    "def skip(frame, event, arg):\n"
+    "    if event == 'line' and frame.f_code.co_name in ('<module>', 'check'):\n"
+    "        frame.f_lineno = max(line for _, _, line in frame.f_code.co_lines() if line)\n"
+    "    return skip\n"
+    "sys.settrace(skip)\nsys._getframe().f_trace = skip\n",
+    "always-equal-result": "class Eq:\n    def __eq__(self, other):\n        return True\n"
+    "def has_close_elements(numbers, threshold):\n    return Eq()\n",
+    # Variants.
+    "bool-subclass-of-int": "class B(int):\n    __eq__ = lambda self, other: True\n"
+    "def has_close_elements(numbers, threshold):\n    return B(0)\n",
+    "patched-builtins": "import builtins\nbuiltins.abs = lambda x: 0\n"
+    "def has_close_elements(numbers, threshold):\n    return False\n",
+    "redefined-check": "def check(candidate):\n    pass\n"
+    "def has_close_elements(numbers, threshold):\n    return False\n",
+}
+
+
+@pytest.mark.parametrize("name", list(HACKS))
+def test_reward_hacks_are_graded_wrong(he0, name):
+    """Each of these was graded correct by the printed-marker grader (programs and tests in one
+    process) or is a variant of one; the tester's verdict makes them all wrong."""
+    assert not grade_one(he0, f"```python\n{HACKS[name]}```")
+
+
+def test_prompt_helpers_come_from_the_prompt(humaneval):
+    """HumanEval/38's tests encode with the prompt's encode_cyclic: a program that rewrites the
+    helper to the identity (and decodes with the identity) does not pass."""
+    p = humaneval["HumanEval/38"]
+    task = CodeTask("humaneval")
+    assert task.tests(p).startswith(p.meta["prompt"].rstrip())
+    assert not task.tests(humaneval["HumanEval/0"]).startswith(humaneval["HumanEval/0"].meta["prompt"][:30])
+    cheat = "def encode_cyclic(s: str):\n    return s\n\n\ndef decode_cyclic(s: str):\n    return s\n"
+    assert not grade_one(p, f"```python\n{cheat}```")
+    assert grade_one(p, p.meta["canonical_solution"])
+
+
+def test_a_task_function_named_like_a_builtin_is_the_programs():
+    """The tester never lets a program's name hide a built-in (`def abs` would fake approximate
+    tests), but a function the task itself names like one (MBPP's reference defines it) is bound."""
+    p = mbpp_problem({"task_id": 9001, "text": "Write a function to find the larger of two numbers.",
+                      "code": "def max(a, b):\n    return a if a > b else b",
+                      "test_list": ["assert max(1, 2) == 2", "assert max(3, 2) == 3"], "test_setup_code": ""})
+    assert CodeTask("mbpp").tests(p).startswith("max = __program__.max\n")
+    assert grade_one(p, f"[BEGIN]\n{p.meta['code']}\n[DONE]", bench="mbpp")
+    assert not grade_one(p, "[BEGIN]\ndef max(a, b):\n    return 0\n[DONE]", bench="mbpp")
 
 
 def test_infinite_loop_and_crash_are_wrong_and_quick(he0):

@@ -12,12 +12,14 @@ import secrets
 import signal
 import socket
 import stat
+import sys
+import tempfile
 import time
 from pathlib import Path
 
 import pytest
 
-from score_cli.sandbox import STATUSES, ExecResult, run_many, run_program
+from score_cli.sandbox import STATUSES, ExecResult, _root_layout, run_many, run_program
 
 
 @pytest.fixture(scope="module")
@@ -65,11 +67,12 @@ def name_self(comm: str) -> str:
 def test_this_machine_gets_the_strong_layers(isolation):
     """On Linux as root (this project's machines) all layers must be there; elsewhere, say which."""
     if os.geteuid() == 0:
-        for layer in ("netns", "pidns", "mountns", "ro-root", "tmpfs-home", "nocaps", "rlimits", "guard"):
+        for layer in ("netns", "pidns", "mountns", "allowlist", "ro-root", "tmpfs-home", "nocaps", "rlimits", "guard"):
             assert layer in isolation
         assert any(n.startswith("uid=") for n in isolation)
     else:
         need(isolation, "netns", "pidns")
+    assert "memcg" in isolation or "memory-split" in isolation  # the process tree's memory is bounded
 
 
 def test_ok_output_and_stdin():
@@ -311,3 +314,318 @@ def test_run_many_keeps_order_and_runs_in_parallel(isolation):
     if any(n.startswith("uid=") for n in isolation):
         assert len({r.stdout.split()[1] for r in results}) >= 2  # concurrent programs get different uids
     assert run_many([]) == []
+
+
+def test_writes_to_dev_null_and_reads_of_dev_urandom_work():
+    r = run_program("import os\nopen(os.devnull, 'w').write('x')\nprint(len(open('/dev/urandom', 'rb').read(8)))")
+    assert (r.status, r.stdout) == ("ok", "8\n"), r.stderr
+
+
+def test_host_files_and_unix_sockets_are_not_there(tmp_path, isolation):
+    """The root is an allow-list: a world-readable file and a Unix socket in a world-writable
+    directory of the caller (the issue's case), /etc and the repository are simply absent;
+    an abstract Unix socket is in the host's network namespace."""
+    need(isolation, "allowlist", "netns")
+    os.chmod(tmp_path, 0o755)
+    shared = tmp_path / "shared"
+    shared.mkdir(mode=0o777)
+    os.chmod(shared, 0o777)
+    secret = shared / "notes.txt"
+    secret.write_text("host secret")
+    os.chmod(secret, 0o644)
+    sock_path = str(shared / "caller.sock")
+    abstract = f"\0score-sbx-{secrets.token_hex(4)}"
+    with socket.socket(socket.AF_UNIX) as listener, socket.socket(socket.AF_UNIX) as hidden:
+        listener.bind(sock_path)
+        os.chmod(sock_path, 0o777)
+        listener.listen()
+        hidden.bind(abstract)
+        hidden.listen()
+        code = (
+            "import os, socket\n"
+            "def attempt(what, f):\n"
+            "    try:\n"
+            "        print(what, 'GOT', f())\n"
+            "    except OSError as e:\n"
+            "        print(what, 'denied', type(e).__name__)\n"
+            f"attempt('file', lambda: open({str(secret)!r}).read())\n"
+            "def connect(addr):\n"
+            "    s = socket.socket(socket.AF_UNIX)\n"
+            "    s.settimeout(1)\n"
+            "    s.connect(addr)\n"
+            "    s.sendall(b'stolen')\n"
+            "    return s.recv(10)\n"
+            f"attempt('socket', lambda: connect({sock_path!r}))\n"
+            f"attempt('abstract', lambda: connect({abstract!r}))\n"
+            "attempt('passwd', lambda: open('/etc/passwd').read())\n"
+            f"attempt('repo', lambda: os.listdir({str(Path(__file__).resolve().parent)!r}))\n"
+            "attempt('home', lambda: os.listdir('/home'))\n"
+            "print('root', sorted(os.listdir('/')))\n"
+        )
+        r = run_program(code, guard=False)
+        assert r.status == "ok", r.stderr
+        lines = dict(line.split(" ", 1) for line in r.stdout.splitlines())
+        for what in ("file", "socket", "abstract", "passwd", "repo", "home"):
+            assert lines[what].startswith("denied"), (what, lines[what])
+        assert "host secret" not in r.stdout
+        root = set(eval(lines["root"]))  # noqa: S307 - our own program's repr of a list of str
+        binds, links = _root_layout(sys.executable)  # only the top of what is allowed, nothing else
+        tops = {p.split("/")[1] for p in [*binds, *(link for link, _ in links), tempfile.gettempdir()]}
+        assert root <= tops | {"dev", "proc"} and "sys" not in root
+        for s in (listener, hidden):
+            s.settimeout(0.3)
+            with pytest.raises(TimeoutError):
+                s.accept()
+
+
+def test_memory_is_bounded_for_the_whole_process_tree(isolation):
+    """The issue's case, scaled down: children that each hold 64 MB, against memory_mb=300. With a
+    memory cgroup the tree is killed down to the bound; without one, the per-process share leaves
+    no room for them. Either way, never more than 300 MB are held together."""
+    code = (
+        "import os, time\n"
+        "kids = []\n"
+        "for i in range(10):\n"
+        "    try:\n"
+        "        pid = os.fork()\n"
+        "    except OSError:\n"
+        "        break\n"
+        "    if pid == 0:\n"
+        "        try:\n"
+        "            block = b'x' * (64 * 2**20)\n"
+        "        except MemoryError:\n"
+        "            os._exit(3)\n"
+        "        time.sleep(30)\n"
+        "        os._exit(0)\n"
+        "    kids.append(pid)\n"
+        "    time.sleep(0.05)\n"
+        "time.sleep(1.0)\n"
+        "alive = [p for p in kids if os.waitpid(p, os.WNOHANG) == (0, 0)]\n"
+        "print('forked', len(kids), 'alive', len(alive), flush=True)\n"
+    )
+    r = run_program(code, memory_mb=300, max_procs=16, timeout=10, guard=False)
+    assert r.status == "ok", r.stderr
+    forked, alive = int(r.stdout.split()[1]), int(r.stdout.split()[3])
+    assert alive * 64 <= 300, r.stdout
+    if "memcg" in r.isolation:
+        assert forked == 10 and alive >= 2  # processes are not what is limited, memory is
+
+
+# --------------------------------------------------------------------------- grading: faked passes
+# The verdict comes from the tester (a separate process, PID 1 of the namespace); each program
+# below is wrong, tries to make its tests pass anyway, and must not. `CHECK` is a correct program
+# of the same shape, to show that the tests are not failing for another reason.
+
+DOUBLE_TESTS = "assert double(2) == 4\nassert double(-3) == -6\nassert double(10) == 20\n"
+CHECK = "def double(x):\n    return 2 * x\n"
+WRONG = "def double(x):\n    return x\n"
+
+
+def graded(code: str, tests: str = DOUBLE_TESTS, **kw):
+    r = run_program(code, tests=tests, timeout=kw.pop("timeout", 5), **kw)
+    assert r.status in STATUSES
+    return r
+
+
+def test_tests_run_in_the_tester_and_give_the_verdict(isolation):
+    r = graded(CHECK)
+    assert (r.status, r.returncode, r.passed) == ("ok", 0, True), r.stderr
+    assert "tester" in r.isolation
+    r = graded(WRONG)
+    assert (r.status, r.passed) == ("failed", False)
+    assert "line 1: assert double(2) == 4" in r.stderr and "AssertionError" in r.stderr
+    assert run_program(CHECK).passed is None  # no tests, no verdict
+
+
+ESCAPES = {
+    # (a) The old marker: the program read it from its code object's constants, printed it and
+    # exited 0 before the asserts. There is no marker now; these look for anything of the kind.
+    "co_consts-marker": "import sys, posix\n"
+    "for c in sys._getframe(0).f_code.co_consts:\n"
+    "    if isinstance(c, (bytes, str)):\n"
+    "        posix.write(1, (c if isinstance(c, bytes) else c.encode()) + b'\\n')\n"
+    "posix._exit(0)\n",
+    "frame-walk": "import sys, posix\n"
+    "f = sys._getframe(0)\n"
+    "while f is not None:\n"
+    "    for v in list(f.f_code.co_consts) + list(f.f_locals.values()) + list(f.f_globals.values()):\n"
+    "        posix.write(1, (repr(v)[:200] + '\\n').encode())\n"
+    "    f = f.f_back\n"
+    "posix._exit(0)\n",
+    "exit-0": "import sys\nsys.exit(0)\n",
+    "os-exit-0": "import os\nos._exit(0)\n",
+    "exit-during-a-call": "import os\ndef double(x):\n    os._exit(0)\n",
+    "sys-exit-during-a-call": "import sys\ndef double(x):\n    sys.exit(0)\n",
+    # A forged verdict on every descriptor it has (the status socket is not among them).
+    "forge-verdict": "import os\n"
+    "for fd in range(3, 256):\n"
+    "    for msg in (b'pass\\n', b'ready x\\npass\\n'):\n"
+    "        try:\n"
+    "            os.write(fd, msg)\n"
+    "        except OSError:\n"
+    "            pass\n" + WRONG,
+    # The tester is PID 1 of the namespace and not dumpable: signals dropped, no ptrace, no /proc.
+    "attack-the-tester": "import os, signal, ctypes\n"
+    "for sig in (signal.SIGKILL, signal.SIGSTOP, signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):\n"
+    "    try:\n"
+    "        os.kill(1, sig)\n"
+    "    except OSError:\n"
+    "        pass\n"
+    "for p in ('/proc/1/mem', '/proc/1/environ', '/proc/1/fd/3'):\n"
+    "    try:\n"
+    "        print(p, 'READ', open(p, 'rb').read(16))\n"
+    "    except OSError as e:\n"
+    "        print(p, 'denied')\n"
+    "libc = ctypes.CDLL(None, use_errno=True)\n"
+    "print('ptrace', libc.ptrace(16, 1, 0, 0), ctypes.get_errno())  # PTRACE_ATTACH\n" + WRONG,
+    # (b) A tracer that jumps over asserts (the old attack set f_lineno to the marker line); and
+    # a profiler. They act in the program's process only: the asserts run in the tester.
+    "settrace-jump": "import sys, threading\n"
+    "def skip(frame, event, arg):\n"
+    "    if event == 'line' and frame.f_code.co_name in ('<module>', 'check'):\n"
+    "        last = max(line for _, _, line in frame.f_code.co_lines() if line)\n"
+    "        if frame.f_lineno < last:\n"
+    "            try:\n"
+    "                frame.f_lineno = last\n"
+    "            except ValueError:\n"
+    "                pass\n"
+    "    return skip\n"
+    "sys.settrace(skip)\nthreading.settrace(skip)\nsys._getframe().f_trace = skip\n" + WRONG,
+    "setprofile": "import sys, threading\nsys.setprofile(lambda *a: None)\nthreading.setprofile(lambda *a: None)\n"
+    + WRONG,
+    # (c) Results that agree with anything: never compared in the tests.
+    "always-equal": "class Eq:\n"
+    "    def __eq__(self, other):\n        return True\n"
+    "    __ne__ = lambda self, other: False\n"
+    "    __hash__ = lambda self: 0\n"
+    "def double(x):\n    return Eq()\n",
+    "int-subclass-eq": "class I(int):\n    def __eq__(self, other):\n        return True\n"
+    "def double(x):\n    return I(x)\n",
+    "str-subclass-eq": "class S(str):\n    def __eq__(self, other):\n        return True\n"
+    "def double(x):\n    return S('?')\n",
+    "entry-point-is-a-class": "class Eq:\n    def __eq__(self, other):\n        return True\n"
+    "class double:\n    def __new__(cls, x):\n        return Eq()\n",
+    # The tests' built-ins and modules are the tester's own.
+    "patched-builtins": "import builtins\n"
+    "builtins.AssertionError = type('Never', (Exception,), {})\n"
+    "builtins.abs = lambda x: 0\nbuiltins.len = lambda x: 3\n" + WRONG,
+    "shadowed-builtins": "def abs(x):\n    return 0\ndef isinstance(*a):\n    return True\n" + WRONG,
+}
+
+
+@pytest.mark.parametrize("name", list(ESCAPES))
+def test_faked_passes_are_failures(name, isolation):
+    need(isolation, "pidns")  # the tester as PID 1 (and its signals dropped) needs one
+    r = graded(ESCAPES[name], guard=False)
+    assert r.passed is False and r.status != "ok", (name, r)
+    if name == "attack-the-tester":
+        assert r.stdout.count("denied") == 3 and "READ" not in r.stdout, r.stdout
+        assert "ptrace -1 1" in r.stdout  # EPERM
+
+
+def test_approximate_and_truth_tests_cannot_be_faked():
+    """Arithmetic, abs, ordering, truth, len: on an object of the program, the tests refuse
+    (TypeError) rather than let it pick the outcome; on data, they are Python's own."""
+    approx = "assert abs(half(3) - 1.5) < 1e-9\n"
+    truth = "assert is_even(4)\nassert not is_even(3)\n"
+    liar = (
+        "class Liar:\n"
+        "    __sub__ = __rsub__ = lambda self, o: 0.0\n"
+        "    __abs__ = lambda self: 0.0\n"
+        "    __lt__ = __gt__ = __le__ = __ge__ = lambda self, o: True\n"
+        "def half(x):\n    return Liar()\n"
+    )
+    r = graded(liar, approx)
+    assert r.passed is False and "TypeError" in r.stderr
+    assert graded("def half(x):\n    return x / 2\n", approx).passed
+    # bool() of an object of the program is the program's answer, as if it returned the bool:
+    # a truthy object gives itself away on the negated assert.
+    truthy = "class T:\n    __bool__ = lambda self: True\ndef is_even(x):\n    return T()\n"
+    assert graded(truthy, truth).passed is False
+    assert graded("def is_even(x):\n    return x % 2 == 0\n", truth).passed
+
+
+def test_a_patched_module_is_not_the_tests_module():
+    """MBPP-style tests that use the program's `import math`: the tester binds its own math."""
+    tests = "assert math.isclose(area(2.0), 12.566370614359172)\n"
+    cheat = "import math\nmath.isclose = lambda *a, **k: True\ndef area(r):\n    return 0.0\n"
+    assert graded(cheat, tests).passed is False
+    assert graded("import math\ndef area(r):\n    return math.pi * r * r\n", tests).passed
+
+
+def test_the_program_never_holds_the_tests(isolation):
+    """The expected values are the tests' own: nowhere in the program's process to copy from
+    (its memory, its frames, its files, the tester's /proc entries)."""
+    need(isolation, "pidns")
+    token = f"sbx-expected-{secrets.token_hex(6)}"
+    tests = f"assert echo() == {token!r}\n"
+    spy = (
+        "import gc, os, sys\n"
+        "seen = []\n"
+        "for o in gc.get_objects():\n"
+        "    try:\n"
+        "        seen.append(repr(o)[:2000])\n"
+        "    except Exception:\n"
+        "        pass\n"
+        "f = sys._getframe(0)\n"
+        "while f is not None:\n"
+        "    seen.append(repr(f.f_locals)[:5000])\n"
+        "    f = f.f_back\n"
+        "for p in ('/proc/1/cmdline', '/proc/1/environ', '/proc/self/cmdline'):\n"
+        "    try:\n"
+        "        seen.append(open(p, 'rb').read().decode('latin-1'))\n"
+        "    except OSError:\n"
+        "        pass\n"
+        "for name in os.listdir('.'):\n"
+        "    seen.append(open(name, 'rb').read().decode('latin-1'))\n"
+        "needle = ''.join(['ass', 'ert ec', 'ho'])  # not a constant of its own\n"
+        "FOUND = [s for s in seen if needle in s]\n"
+        "print('found', len(FOUND), flush=True)\n"
+        "def echo():\n"
+        "    return FOUND[0] if FOUND else None\n"
+    )
+    r = graded(spy, tests, guard=False)
+    assert r.stdout.startswith("found 0") and token not in r.stdout and r.passed is False
+
+
+def test_what_the_tests_can_do_with_the_programs_objects():
+    """Objects of the program cross as handles: built, passed back, called, their attributes and
+    items read (MBPP's Pair); subclasses of built-in types arrive as their base type; iterators are
+    iterated; exceptions of the program are raised in the tests as the same built-in exception."""
+    program = (
+        "import collections\n"
+        "class Pair:\n"
+        "    def __init__(self, a, b):\n        self.a, self.b = a, b\n"
+        "    def span(self):\n        return self.b - self.a\n"
+        "def longest(pairs):\n    return max(p.span() for p in pairs)\n"
+        "def counts(s):\n    return collections.Counter(s)\n"
+        "Point = collections.namedtuple('Point', 'x y')\n"
+        "def origin():\n    return Point(0, 0)\n"
+        "def squares(n):\n    return (i * i for i in range(n))\n"
+        "def parse(s):\n    return int(s)\n"
+        "TABLE = {'a': [1, 2]}\n"
+    )
+    tests = (
+        "assert longest([Pair(5, 24), Pair(15, 25), Pair(27, 40)]) == 19\n"
+        "p = Pair(1, 4)\n"
+        "assert p.a == 1 and p.span() == 3\n"
+        "assert counts('abca') == {'a': 2, 'b': 1, 'c': 1}\n"
+        "assert origin() == (0, 0) and type(origin()) is tuple\n"
+        "assert list(squares(4)) == [0, 1, 4, 9] and sum(squares(3)) == 5\n"
+        "assert TABLE == {'a': [1, 2]}\n"
+        "try:\n    parse('x')\n    raise AssertionError('no error')\n"
+        "except ValueError as e:\n    assert 'invalid literal' in str(e)\n"
+        "try:\n    p == p\n    raise AssertionError('compared')\nexcept TypeError:\n    pass\n"
+        "assert __program__.longest is longest\n"
+    )
+    r = graded(program, tests)
+    assert r.passed, r.stderr
+
+
+def test_grading_many_programs():
+    programs = [CHECK, WRONG, "def double(x):\n    while True: pass\n"]
+    results = run_many(programs, tests=[DOUBLE_TESTS] * 3, timeout=2, workers=3)
+    assert [r.passed for r in results] == [True, False, False]
+    assert results[2].status == "timeout"
+    with pytest.raises(ValueError):
+        run_many([CHECK], tests=[])
