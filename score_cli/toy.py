@@ -396,7 +396,8 @@ class ToyTraining:
     lr: float = 1e-3
     warmup: int = 50
     weight_decay: float = 0.01
-    clean_steps: int = 0  # the first steps train on single-turn correct solutions only (learn the algorithm)
+    fact_steps: int = 0  # the first steps drill single-digit column facts ("8+9+1=18") only
+    clean_steps: int = 0  # then steps on single-turn correct solutions only (learn the algorithm)
 
 
 def _batches(tokenizer, data: ToyData, rng: random.Random, batch_size: int, pool: int = 8):
@@ -418,6 +419,33 @@ def _batches(tokenizer, data: ToyData, rng: random.Random, batch_size: int, pool
                 ids[row, : len(x)], labels[row, : len(y)] = torch.tensor(x), torch.tensor(y)
                 mask[row, : len(x)] = 1
             yield ids, mask, labels
+
+
+def column_fact(rng: random.Random) -> str:
+    """One column step as the worked solutions write it, e.g. "8+9+1=18" or "12-7-1=4"."""
+    x, y, c = rng.randrange(10), rng.randrange(10), rng.randrange(2)
+    if rng.random() < 0.5:
+        return f"{x}+{y}" + ("+1" if c else "") + f"={x + y + c}"
+    top = x + 10 if x - y - c < 0 else x
+    return f"{top}-{y}" + ("-1" if c else "") + f"={top - y - c}"
+
+
+def _fact_batches(tokenizer, rng: random.Random, batch_size: int, per_row: int = 8):
+    """Drill batches: each row is an assistant turn of `per_row` column facts, one a line."""
+    import torch
+
+    eos = tokenizer.eos_token_id
+    while True:
+        rows = [tokenizer("\n".join(column_fact(rng) for _ in range(per_row)), add_special_tokens=False)["input_ids"]
+                + [eos] for _ in range(batch_size)]
+        width = max(len(r) for r in rows)
+        ids = torch.full((len(rows), width), tokenizer.pad_token_id, dtype=torch.long)
+        labels = torch.full((len(rows), width), -100, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, r in enumerate(rows):
+            ids[i, : len(r)] = labels[i, : len(r)] = torch.tensor(r)
+            mask[i, : len(r)] = 1
+        yield ids, mask, labels
 
 
 def train_toy_model(
@@ -485,10 +513,14 @@ def _train(
     batches = _batches(tokenizer, data, random.Random(f"toy-data/{seed}"), training.batch_size)
     clean = _batches(tokenizer, ToyData(first=GOLD, two_turn=0.0), random.Random(f"toy-clean/{seed}"),
                      training.batch_size)
+    facts = _fact_batches(tokenizer, random.Random(f"toy-facts/{seed}"), training.batch_size)
     model.train()
     t0, losses, tokens = time.perf_counter(), [], 0
     for step in range(1, training.steps + 1):
-        ids, mask, labels = next(clean if step <= training.clean_steps else batches)
+        if step <= training.fact_steps:
+            ids, mask, labels = next(facts)
+        else:
+            ids, mask, labels = next(clean if step <= training.fact_steps + training.clean_steps else batches)
         loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
