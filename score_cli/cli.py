@@ -53,6 +53,59 @@ QuestionField = Annotated[str, typer.Option(help="Field holding the question in 
 AnswerField = Annotated[str, typer.Option(help="Field holding the gold answer in --data.")]
 Limit = Annotated[int | None, typer.Option(help="Use only the first N problems.")]
 Seed = Annotated[int, typer.Option(help="Random seed (sampling, data order).")]
+PROMPT_PANEL = "Prompt (the same options in score stage1 and stage2)"
+Prompt = Annotated[str, typer.Option(
+    help=r"Attempt-1 prompt: paper (the task's own: the paper's MATH prompt for math), raw (the question alone), "
+         r"boxed (the question, then 'Please reason step by step, and put your final answer within \boxed{}.').",
+    rich_help_panel=PROMPT_PANEL,
+)]
+PromptTemplate = Annotated[str | None, typer.Option(
+    help="The attempt-1 user turn, with {question} where the question goes (@FILE reads it from FILE); replaces "
+         "--prompt.", rich_help_panel=PROMPT_PANEL,
+)]
+SystemPrompt = Annotated[str | None, typer.Option(
+    help="A system turn before the prompt, e.g. your model's own (@FILE reads it from FILE).",
+    rich_help_panel=PROMPT_PANEL,
+)]
+Instruction = Annotated[str | None, typer.Option(
+    help=r"The self-correction instruction before attempt k+1 \[default: the task's (the paper's); with --prompt "
+         "boxed, the paper's asking for a boxed answer] (@FILE reads it from FILE).", rich_help_panel=PROMPT_PANEL,
+)]
+
+
+def _version(value: bool) -> None:
+    if not value:
+        return
+    from importlib import metadata
+
+    from score_cli import __version__
+
+    parts = []
+    for pkg in ("trl", "transformers", "torch"):
+        try:
+            parts.append(f"{pkg} {metadata.version(pkg)}")
+        except metadata.PackageNotFoundError:
+            pass
+    typer.echo(f"score {__version__}" + (f" ({', '.join(parts)})" if parts else ""))
+    raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    version: Annotated[bool, typer.Option(
+        "--version", callback=_version, is_eager=True, help="Print the version (and trl's, transformers', "
+        "torch's) and exit.",
+    )] = False,
+) -> None:
+    """SCoRe: train language models to self-correct with multi-turn RL (Kumar et al., 2024)."""
+
+
+def check_model_early(model: str | None) -> None:
+    """A model that cannot be loaded is one line before anything heavy is imported or written."""
+    if model:
+        from score_cli.models import check_model_source
+
+        check_model_source(model)
 
 
 def setup_logging(verbose: bool) -> None:
@@ -94,6 +147,10 @@ def eval_cmd(
     reuse_cache: Annotated[
         bool, typer.Option(help="transformers: attempt k+1 continues attempt k's KV cache instead of re-reading it.")
     ] = True,
+    prompt: Prompt = "paper",
+    prompt_template: PromptTemplate = None,
+    system_prompt: SystemPrompt = None,
+    instruction: Instruction = None,
     output_dir: Annotated[
         str | None, typer.Option(help=r"Where samples.jsonl and metrics.json go \[default: runs/eval-BENCH-MODEL].")
     ] = None,
@@ -104,6 +161,14 @@ def eval_cmd(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log progress details.")] = False,
 ) -> None:
     """Evaluate self-correction: Accuracy@t1, @t2, Delta(t1,t2), Delta i->c and c->i, with 95% CIs."""
+    from score_cli.tasks import PromptSpec, read_text_option
+
+    spec = PromptSpec(preset=prompt, template=read_text_option(prompt_template, "--prompt-template"),
+                      system_prompt=read_text_option(system_prompt, "--system-prompt"),
+                      instruction=read_text_option(instruction, "--instruction"))
+    spec.check()
+    check_model_early(model)
+
     from score_cli.evaluate import EvalConfig, evaluate
     from score_cli.rollout import Decoding
     from score_cli.ui import eval_progress, results_table, stdout
@@ -115,7 +180,7 @@ def eval_cmd(
         split=split, limit=limit, turns=turns, samples=samples,
         decoding=Decoding(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
                           batch_size=batch_size, seed=seed),
-        backend=backend, device=device, dtype=dtype, resume=resume, reuse_cache=reuse_cache,
+        backend=backend, device=device, dtype=dtype, resume=resume, reuse_cache=reuse_cache, prompt=spec,
         output_dir=output_dir or os.path.join("runs", f"eval-{name}-{Path(model.rstrip('/')).name}"),
     )
     with eval_progress(f"{name} x{turns} attempts") as progress:
@@ -131,7 +196,8 @@ def eval_cmd(
 # ---------------------------------------------------------------------------------------------
 # Training: every SCoReConfig field is also an option (recipe < option)
 # ---------------------------------------------------------------------------------------------
-SCORE_FIELDS = ("alpha", "beta1", "beta2", "gamma", "baseline", "instruction", "max_attempt_length",
+SCORE_FIELDS = ("alpha", "beta1", "beta2", "gamma", "baseline", "prompt", "prompt_template", "system_prompt",
+                "instruction", "max_attempt_length",
                 "num_generations", "learning_rate", "max_steps", "per_device_train_batch_size", "temperature",
                 "save_steps", "seed", "report_to", "logging_steps", "loss_type", "base_attempt_share",
                 "select_checkpoint", "heldout_problems")
@@ -224,6 +290,8 @@ def stage1_cmd(
     overrides: dict | None = None,
 ) -> None:
     """Stage I: train attempt 2 for reward while a strong KL holds attempt 1 at the base model."""
+    if not dry_run:
+        check_model_early(model)
     from score_cli.train import TrainRequest
 
     setup_logging(verbose)
@@ -253,6 +321,8 @@ def stage2_cmd(
     overrides: dict | None = None,
 ) -> None:
     """Stage II: multi-turn RL on both attempts with the alpha-scaled progress bonus; KL to the base."""
+    if not dry_run:
+        check_model_early(model)
     from score_cli.train import TrainRequest
 
     setup_logging(verbose)

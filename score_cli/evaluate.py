@@ -12,7 +12,10 @@ added and written, with the rows in problem order, when the run ends.
 from __future__ import annotations
 
 import logging
+import os
 import platform
+import shlex
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -25,8 +28,8 @@ from score_cli import __version__
 from score_cli.errors import ScoreError
 from score_cli.files import atomic_write_json, atomic_write_jsonl, read_jsonl
 from score_cli.metrics import compute_metrics, summary_row
-from score_cli.rollout import Decoding, HFGenerator, first_attempt_ids, instruction_ids, run_attempts
-from score_cli.tasks import Problem, Task, load_task
+from score_cli.rollout import Decoding, HFGenerator, first_attempt_ids, instruction_ids, prompt_text, run_attempts
+from score_cli.tasks import Problem, PromptSpec, Task, apply_prompt, load_task
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +59,7 @@ class EvalConfig:
     resume: bool = False
     chunk_size: int = 0  # problems per write; 0 = 8 batches' worth
     reuse_cache: bool = True  # transformers: attempt k+1 continues attempt k's KV cache (same results)
+    prompt: PromptSpec = field(default_factory=PromptSpec)  # attempt-1 prompt and instruction (part of identity)
 
     def identity(self) -> dict[str, Any]:
         """The settings a resumed run must share with the run it continues."""
@@ -113,7 +117,8 @@ def check_output_dir(cfg: EvalConfig) -> list[dict]:
         if not isinstance(previous, dict):
             raise ScoreError(f"{settings_path} is corrupt: choose another --output-dir")
         mine = _jsonable(cfg.identity())
-        diff = sorted(k for k in set(previous) | set(mine) if previous.get(k) != mine.get(k))
+        defaults = _jsonable(EvalConfig(model=cfg.model).identity())  # keys a run of an older score lacks
+        diff = sorted(k for k in set(previous) | set(mine) if previous.get(k, defaults.get(k)) != mine.get(k))
         if diff:
             raise ScoreError(
                 f"output directory {out} holds a run with other settings ({', '.join(diff)}): "
@@ -168,6 +173,7 @@ def validate(cfg: EvalConfig) -> None:
         raise ScoreError(f"--top-p must be in (0, 1], got {cfg.decoding.top_p}")
     if cfg.backend not in ("transformers", "vllm"):
         raise ScoreError(f"unknown --backend '{cfg.backend}': use transformers or vllm")
+    cfg.prompt.check()
 
 
 def evaluate(
@@ -180,33 +186,43 @@ def evaluate(
     dist = Distributed()
     progress = progress if progress is not None and dist.is_main else Progress()
     validate(cfg)
+    started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    if model is None and tokenizer is None:
+        from score_cli.models import check_model_source
+
+        check_model_source(cfg.model)  # one line, before anything is loaded or written
     task, everything = load_task(
         cfg.bench, data=cfg.data, question_field=cfg.question_field, answer_field=cfg.answer_field,
         split=cfg.split, seed=cfg.decoding.seed,
     )
+    task = apply_prompt(task, cfg.prompt)
     problems = everything[: cfg.limit] if cfg.limit is not None else everything
     done_rows = check_output_dir(cfg)
     check_resumed_rows(cfg, done_rows, everything, problems)
     done_ids = {r["id"] for r in done_rows}
     todo = [p for p in problems if p.id not in done_ids]
     out = Path(cfg.output_dir)
-    dist.wait()  # every process has read the output directory before the first one writes to it
-    if dist.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(out / SETTINGS_FILE, cfg.identity())
-        if todo:  # rows are about to be added: no metrics.json until they all are
-            (out / METRICS_FILE).unlink(missing_ok=True)
 
+    # Load before writing anything: a model that fails to load leaves no output directory behind.
     if tokenizer is None:
         from score_cli.models import load_tokenizer
 
         tokenizer = load_tokenizer(cfg.model)
+    example = prompt_text(tokenizer, task, problems[0])  # a template that cannot render it: one line, now
+    warn_if_trained_with_other_prompt(cfg)
     if generator is None:
         if model is None and cfg.backend == "transformers":
             from score_cli.models import load_causal_lm
 
             model = load_causal_lm(cfg.model, device=dist.device(cfg.device), dtype=cfg.dtype)
         generator = make_generator(cfg, model, tokenizer, progress)
+
+    dist.wait()  # every process has read the output directory before the first one writes to it
+    if dist.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(out / SETTINGS_FILE, cfg.identity())
+        if todo:  # rows are about to be added: no metrics.json until they all are
+            (out / METRICS_FILE).unlink(missing_ok=True)
 
     progress.start(len(problems))
     progress.problems(len(problems) - len(todo))
@@ -234,6 +250,7 @@ def evaluate(
         "model": cfg.model,
         "benchmark": cfg.bench if cfg.data is None else f"data:{cfg.data}",
         "task": task.name,
+        "prompt": {**cfg.prompt.record(), "example": example},
         "instruction": task.instruction,
         "n_problems": len(rows),
         "limit": cfg.limit,
@@ -248,11 +265,47 @@ def evaluate(
             "tokens_per_second": (getattr(generator, "generated_tokens", 0) or 0) / elapsed if elapsed else None,
         },
         "versions": versions(),
+        "model_revision": _model_revision(cfg.model),
+        "started": started,
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "command": shlex.join(sys.argv),
+        "cwd": os.getcwd(),
     }
     if dist.is_main:
         atomic_write_json(out / METRICS_FILE, record)
     dist.wait()
     return EvalResult(metrics, record["summary"], out, rows, record)
+
+
+def _model_revision(name: str) -> dict[str, Any]:
+    from score_cli.models import model_revision
+
+    try:
+        return model_revision(name)
+    except OSError as e:  # an unreadable weight file must not cost the results
+        return {"error": f"{type(e).__name__}: {e}"[:200]}
+
+
+def warn_if_trained_with_other_prompt(cfg: EvalConfig) -> None:
+    """A score run trained with other prompt settings than this evaluation uses: say so, once."""
+    from score_cli.models import read_run_record
+
+    try:
+        record = read_run_record(cfg.model)
+    except ScoreError:
+        return
+    conf = (record or {}).get("config") or {}
+    if not conf:
+        return
+    trained = PromptSpec(preset=conf.get("prompt") or "paper", template=conf.get("prompt_template"),
+                         system_prompt=conf.get("system_prompt"), instruction=conf.get("instruction"))
+    if trained != cfg.prompt:
+        flags = {"--prompt": trained.preset if trained.preset != "paper" else None,
+                 "--prompt-template": trained.template, "--system-prompt": trained.system_prompt,
+                 "--instruction": trained.instruction}
+        shown = " ".join(f"{k} {shlex.quote(v)}" for k, v in flags.items() if v is not None) or "the defaults"
+        log.warning("%s was trained with other prompt settings than this evaluation's: to evaluate it as it was "
+                    "trained, pass %s", cfg.model, shown)
 
 
 class Distributed:

@@ -54,6 +54,21 @@ def first_attempt_ids(tokenizer, task: Task, problem: Problem) -> list[int]:
     return encode_prompt(tokenizer, task_prompt(tokenizer, task, problem))
 
 
+def prompt_text(tokenizer, task: Task, problem: Problem) -> str:
+    """Attempt 1's input as text, as the model reads it (saved with a run). A chat template that
+    cannot render the prompt (e.g. one with no system role, given --system-prompt) is one line."""
+    from score_cli.errors import ScoreError
+
+    try:
+        ids = first_attempt_ids(tokenizer, task, problem)
+    except Exception as e:  # noqa: BLE001 - jinja's TemplateError, or whatever a template raises
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
+        fix = (": put that text in --prompt-template instead of --system-prompt"
+               if any(m["role"] == "system" for m in task.messages(problem)) else "")
+        raise ScoreError(f"the model's chat template cannot render the attempt-1 prompt ({reason}){fix}") from None
+    return tokenizer.decode(ids)
+
+
 def instruction_ids(tokenizer, instruction: str) -> list[int]:
     """The tokens that follow a finished attempt: a user turn holding `instruction`, then the
     generation prompt for the next assistant turn.

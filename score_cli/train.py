@@ -14,7 +14,9 @@ import dataclasses
 import json
 import logging
 import os
+import shlex
 import signal
+import sys
 import time
 import warnings
 from dataclasses import dataclass
@@ -35,6 +37,16 @@ RUN_RECORD = "score_run.json"
 CONFIG_FILE = "score_config.yaml"
 # Keys a recipe may hold besides SCoReConfig fields: what to train on, and from what.
 DATA_KEYS = ("model", "bench", "data", "question_field", "answer_field", "limit")
+# Stage II: the Stage I output it starts from (an option, or a key of the recipe a Stage II run saves).
+FROM_CHECKPOINT = "from_checkpoint"
+# Prompt settings (SCoReConfig fields): Stage II takes Stage I's unless told; @FILE reads a file.
+PROMPT_FIELDS = ("prompt", "prompt_template", "system_prompt", "instruction")
+# SCoReConfig fields whose default depends on the machine (on with CUDA): saved only when set otherwise.
+MACHINE_FIELDS = ("bf16", "activation_checkpointing", "gradient_checkpointing")
+# Inherited (GRPOConfig / TrainingArguments) fields a SCoRe run hinges on: saved also at their defaults.
+RECORDED_FIELDS = ("temperature", "top_p", "num_generations", "learning_rate", "max_steps", "num_train_epochs",
+                   "per_device_train_batch_size", "gradient_accumulation_steps", "loss_type", "seed", "save_steps",
+                   "logging_steps")
 
 
 @dataclass
@@ -93,7 +105,8 @@ def load_recipe(path: str | None) -> dict[str, Any]:
         raise ScoreError(f"recipe {p} is not valid YAML{line}: fix the syntax") from None
     if not isinstance(recipe, dict):
         raise ScoreError(f"recipe {p} must be a mapping of config fields to values")
-    types = {f.name: tp for f, tp in config_fields()} | {k: str | None for k in DATA_KEYS} | {"limit": int | None}
+    types = ({f.name: tp for f, tp in config_fields()} | {k: str | None for k in (*DATA_KEYS, FROM_CHECKPOINT)}
+             | {"limit": int | None})
     unknown = sorted(set(recipe) - set(types))
     if unknown:
         raise ScoreError(
@@ -179,31 +192,41 @@ def resolve(req: TrainRequest) -> tuple[dict[str, Any], dict[str, Any], dict[str
     data["bench"] = data["bench"] or ("toy" if data["data"] is None and _is_toy(data.get("model")) else "math")
     data["question_field"] = data["question_field"] or "problem"
     data["answer_field"] = data["answer_field"] or "answer"
-    kwargs = {k: v for k, v in recipe.items() if k not in DATA_KEYS}
+    kwargs = {k: v for k, v in recipe.items() if k not in (*DATA_KEYS, FROM_CHECKPOINT)}
     kwargs.update(req.overrides)
     for k in DERIVED_FIELDS:
         if k in kwargs:
             raise ScoreError(f"'{k}' is set by score itself: remove it from the recipe or options")
     check_values(kwargs)
+    from score_cli.tasks import read_text_option
+
+    for k in PROMPT_FIELDS[1:]:
+        if isinstance(kwargs.get(k), str):
+            kwargs[k] = read_text_option(kwargs[k], k)
+    # Stage II: --from-checkpoint, else --model (the ablation), else the recipe's from_checkpoint.
+    from_checkpoint = req.from_checkpoint or (None if req.model else recipe.get(FROM_CHECKPOINT))
 
     lineage: dict[str, Any] = {}
     if req.stage == 1:
+        if recipe.get(FROM_CHECKPOINT):
+            raise ScoreError(f"recipe {req.recipe} names a Stage I output (from_checkpoint), which only Stage II "
+                             "starts from: run score stage2 with it, or remove the key")
         if not data["model"]:
             raise ScoreError("no model given: pass --model HUB_ID_OR_DIR (or set 'model' in the recipe)")
-        check_model_source(data["model"])
+        check_model_source(data["model"], hub=False)
         lineage = {"base_model": data["model"], "policy_init": data["model"]}
-    elif not req.from_checkpoint and req.model:  # the paper's ablation: Stage II without Stage I
-        check_model_source(data["model"])
+    elif not from_checkpoint and req.model:  # the paper's ablation: Stage II without Stage I
+        check_model_source(data["model"], hub=False)
         lineage = {"base_model": data["model"], "policy_init": data["model"]}
     else:
-        if not req.from_checkpoint:
+        if not from_checkpoint:
             raise ScoreError(
                 "Stage II starts from a Stage I output: pass --from-checkpoint DIR (or --model BASE for the "
                 "ablation without Stage I)"
             )
         if req.model:
             raise ScoreError("pass either --from-checkpoint (a Stage I output) or --model (a base model), not both")
-        src = req.from_checkpoint
+        src = from_checkpoint
         if not Path(src).is_dir():
             raise ScoreError(f"--from-checkpoint {src} does not exist: pass the output directory of `score stage1`")
         record = read_run_record(src)
@@ -219,6 +242,9 @@ def resolve(req: TrainRequest) -> tuple[dict[str, Any], dict[str, Any], dict[str
         for k in ("bench", "data", "question_field", "answer_field"):  # same data as Stage I unless told
             if getattr(req, k) is None and k not in recipe and record["data"].get(k) is not None:
                 data[k] = record["data"][k]
+        for k in PROMPT_FIELDS:  # and the same prompt
+            if k not in kwargs and (record.get("config") or {}).get(k) is not None:
+                kwargs[k] = record["config"][k]
     return data, kwargs, lineage
 
 
@@ -412,10 +438,13 @@ def plan(req: TrainRequest) -> dict[str, Any]:
 def run_stage(req: TrainRequest, *, callbacks: list | None = None) -> TrainResult:
     """Train one SCoRe stage as requested; returns where the model went and the run record."""
     from score_cli.models import load_tokenizer
-    from score_cli.tasks import load_task
+    from score_cli.rollout import prompt_text
+    from score_cli.tasks import apply_prompt, load_task
     from score_cli.trainers import SCoReTrainer, heldout_split
 
     data, kwargs, lineage = resolve(req)
+    for name in dict.fromkeys((data["model"], lineage["base_model"])):  # hub ids: cached or reachable, at once
+        check_model_source(name)
     out = Path(req.output_dir or default_output_dir(req.stage, lineage["policy_init"]))
     checkpoint = check_output_dir(out, req.resume)
     task, problems = load_task(
@@ -428,6 +457,8 @@ def run_stage(req: TrainRequest, *, callbacks: list | None = None) -> TrainResul
     except ValueError as e:
         raise ScoreError(str(e)) from None
     tokenizer = load_tokenizer(data["model"])
+    prompted = apply_prompt(task, config.prompt_spec())  # what the trainer asks, as score eval does
+    example = prompt_text(tokenizer, prompted, problems[0])
     record = {
         "score_version": __version__,
         "stage": req.stage,
@@ -435,11 +466,14 @@ def run_stage(req: TrainRequest, *, callbacks: list | None = None) -> TrainResul
         "policy_init": lineage["policy_init"],
         "data": {k: data[k] for k in ("bench", "data", "question_field", "answer_field", "limit")},
         "task": task.name,
+        "prompt": {**config.prompt_spec().record(prompted), "example": example},
         "n_train_problems": len(train_problems),
         "config": json.loads(config.to_json_string()),
         "finished": False,
         "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "resumed_from": checkpoint,
+        "command": shlex.join(sys.argv),
+        "cwd": os.getcwd(),
     }
     if heldout:
         record["heldout"] = {
@@ -449,7 +483,7 @@ def run_stage(req: TrainRequest, *, callbacks: list | None = None) -> TrainResul
         }
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / RUN_RECORD, record)
-    atomic_write_text(out / CONFIG_FILE, config_yaml(config, data))
+    atomic_write_text(out / CONFIG_FILE, config_yaml(config, data, from_checkpoint=_from_checkpoint(req, lineage)))
 
     stopper = StopOnSignal()
     with warnings.catch_warnings():
@@ -474,6 +508,7 @@ def run_stage(req: TrainRequest, *, callbacks: list | None = None) -> TrainResul
         return TrainResult(out, record, interrupted=True)
     trainer.save_model(str(out))
     tokenizer.save_pretrained(str(out))
+    trainer.create_model_card(model_name=out.name)  # also when no checkpoint was saved (which writes it too)
     record.update(finished=True, steps=trainer.state.global_step, ended=time.strftime("%Y-%m-%dT%H:%M:%S"),
                   log_history=trainer.state.log_history)
     if heldout:
@@ -498,15 +533,36 @@ def checkpoint_selection(trainer) -> dict[str, Any]:
     }
 
 
-def config_yaml(config, data: dict[str, Any]) -> str:
-    """The resolved config as a recipe (data keys + every non-default field), rerunnable with --recipe."""
+def _from_checkpoint(req: TrainRequest, lineage: dict[str, Any]) -> str | None:
+    """The Stage I output a Stage II run started from (None for Stage I and the ablation)."""
+    return lineage["policy_init"] if req.stage == 2 and "stage1_record" in lineage else None
+
+
+def config_yaml(config, data: dict[str, Any], *, from_checkpoint: str | None = None) -> str:
+    """The resolved config as a recipe that reruns the stage on its own (`--recipe` alone): the data
+    keys, every field SCoRe defines (those whose default follows the machine, bf16 and activation
+    checkpointing, only when set otherwise), the inherited fields a run hinges on (RECORDED_FIELDS:
+    temperature, learning rate, batch, ...) and every other inherited TRL / transformers field not at
+    its default. Stage II's names the Stage I output it started from (`from_checkpoint`)."""
     import yaml
 
     from score_cli.trainers import SCoReConfig
 
-    defaults = SCoReConfig(output_dir="x")
+    own = [k for k in vars(SCoReConfig).get("__annotations__", {}) if k not in DERIVED_FIELDS]
     resolved = json.loads(config.to_json_string())
-    base = json.loads(defaults.to_json_string())
-    changed = {k: v for k, v in resolved.items() if base.get(k) != v and k not in DERIVED_FIELDS}
+    base = json.loads(SCoReConfig(output_dir="x").to_json_string())
+    hidden = lambda v: isinstance(v, str) and v.startswith("<") and v.endswith(">")  # noqa: E731 - to_dict's <HUB_TOKEN>
+    fields = {k: resolved[k] for k in own if k in resolved and not (k in MACHINE_FIELDS and resolved[k] == base.get(k))}
+    fields.update({k: resolved[k] for k in RECORDED_FIELDS if k in resolved})
+    inherited = {k: v for k, v in resolved.items()
+                 if k not in fields and k not in DERIVED_FIELDS and base.get(k) != v and not hidden(v)}
     head = {k: v for k, v in data.items() if v is not None}
-    return "# resolved by score; rerun with --recipe\n" + yaml.safe_dump({**head, **changed}, sort_keys=False)
+    stage = getattr(config, "stage", 1)
+    how = f"score stage{stage} --recipe THIS_FILE --output-dir NEW_DIR"
+    if from_checkpoint:
+        head = {FROM_CHECKPOINT: from_checkpoint, **{k: v for k, v in head.items() if k != "model"}}
+    elif stage == 2:  # the ablation: Stage II straight from a base model, which a recipe cannot say alone
+        how = f"score stage2 --recipe THIS_FILE --model {shlex.quote(str(data.get('model')))} --output-dir NEW_DIR"
+    text = yaml.safe_dump({**head, **fields, **inherited}, sort_keys=False, allow_unicode=True, width=110)
+    return (f"# Stage {'I' * stage} config resolved by score {__version__}: every SCoRe setting, the main training "
+            f"ones, and every other one not at its default.\n# Rerun: {how}\n{text}")

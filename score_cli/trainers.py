@@ -74,6 +74,7 @@ from trl.extras.profiling import profiling_context
 from trl.models import unwrap_model_for_generation
 from trl.trainer.utils import create_model_from_path, use_adapter
 
+from score_cli.card import SCORE_PAPER
 from score_cli.rollout import (
     NOT_GENERATED,
     Continuation,
@@ -82,7 +83,7 @@ from score_cli.rollout import (
     instruction_ids,
     run_attempts,
 )
-from score_cli.tasks import Problem, Task
+from score_cli.tasks import Problem, PromptSpec, Task, apply_prompt
 
 log = logging.getLogger(__name__)
 
@@ -132,6 +133,19 @@ class SCoReConfig(GRPOConfig):
     )
     instruction: str | None = field(
         default=None, metadata={"help": "Self-correction instruction; default: the task's (the paper's)."}
+    )
+    prompt: str = field(
+        default="paper",
+        metadata={"help": "Attempt-1 prompt: paper (the task's own), raw (the question alone), boxed (the question, "
+                  "then 'Please reason step by step, and put your final answer within \\boxed{}.'), as in score eval."},
+    )
+    prompt_template: str | None = field(
+        default=None,
+        metadata={"help": "Attempt-1 user turn with {question} where the question goes (@FILE: read from FILE); "
+                  "replaces prompt."},
+    )
+    system_prompt: str | None = field(
+        default=None, metadata={"help": "A system turn before the attempt-1 prompt (@FILE: read from FILE)."}
     )
     ref_model: str | None = field(
         default=None,
@@ -198,6 +212,9 @@ class SCoReConfig(GRPOConfig):
             if getattr(self, name) != default:
                 raise ValueError(f"{name}={getattr(self, name)!r} is not supported by SCoReTrainer: {fix}")
         self._check_training_options()
+        problem = self.prompt_spec().problem()
+        if problem:
+            raise ValueError(problem)
         cuda = torch.cuda.is_available()
         if self.bf16 is None:
             self.bf16 = cuda and torch.cuda.is_bf16_supported() and not self.fp16
@@ -209,6 +226,11 @@ class SCoReConfig(GRPOConfig):
         self.max_completion_length = self.max_attempt_length
         self.beta = max(self.beta1, self.beta2)
         super().__post_init__()
+
+    def prompt_spec(self) -> PromptSpec:
+        """The prompt settings (prompt, prompt_template, system_prompt, instruction), as `score eval` takes them."""
+        return PromptSpec(preset=self.prompt, template=self.prompt_template, system_prompt=self.system_prompt,
+                          instruction=self.instruction)
 
     def _check_training_options(self) -> None:
         """Validate base_attempt_share, select_checkpoint and heldout_problems; resolve the latter's default."""
@@ -386,6 +408,16 @@ class SCoReTrainer(GRPOTrainer):
 
     _tag_names = ["trl", "score", "self-correction"]
     _name = "SCoRe"
+    _paper = SCORE_PAPER  # TRL's default names GRPO's paper (DeepSeekMath)
+
+    def create_model_card(self, model_name: str | None = None, dataset_name: str | None = None,
+                          tags: str | list[str] | None = None, **kwargs):
+        """SCoRe's model card (README.md in output_dir): the base model (the KL reference, also when it
+        is a local directory), the stage, the recipe, SCoRe's citation (`score_cli.card`)."""
+        if self.is_world_process_zero():
+            from score_cli.card import write_model_card
+
+            write_model_card(self, model_name=model_name, tags=tags)
 
     def __init__(
         self,
@@ -400,7 +432,7 @@ class SCoReTrainer(GRPOTrainer):
         from datasets import Dataset
 
         os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # rollout_func is TRL's multi-turn hook
-        self.task = task
+        self.task = task = apply_prompt(task, args.prompt_spec())  # the prompt settings, as in score eval
         self.problems = {p.id: p for p in problems}
         if len(self.problems) != len(problems):
             raise ValueError("problem ids must be unique")

@@ -62,6 +62,16 @@ def test_stage1_then_stage2_then_eval(tmp_path, tiny_model_dir, data_file):
     assert rec2["stage"] == 2 and rec2["base_model"] == str(tiny_model_dir)  # reference = base, not Stage I
     assert rec2["config"]["ref_model"] == str(tiny_model_dir) and rec2["policy_init"] == str(s1)
     assert rec2["data"]["data"] == str(data_file)  # Stage I's data by default
+    # each output has SCoRe's model card, and Stage II's config names Stage I (reruns with --recipe alone)
+    for run, stage in ((s1, "Stage I:"), (s2, "Stage II:")):
+        card = (run / "README.md").read_text()
+        assert "SCoRe" in card and "2409.12917" in card and stage in card and "DeepSeekMath" not in card
+        assert f"`{tiny_model_dir}` (a local directory)" in card and "[None]" not in card
+    s2_config = yaml.safe_load((s2 / "score_config.yaml").read_text())
+    assert s2_config["from_checkpoint"] == str(s1) and s2_config["max_steps"] == 2 and "alpha" in s2_config
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (s2 / "score_run.json").stat().st_mode & 0o777 == 0o666 & ~umask
 
     r = invoke("eval", "--model", s2, "--data", data_file, "--limit", 4, "--max-new-tokens", 6,
                "--output-dir", tmp_path / "ev")
