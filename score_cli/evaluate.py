@@ -26,7 +26,7 @@ import torch
 
 from score_cli import __version__
 from score_cli.errors import ScoreError
-from score_cli.files import atomic_write_json, atomic_write_jsonl, read_jsonl
+from score_cli.files import atomic_write_json, atomic_write_jsonl, check_output_is_dir, read_jsonl
 from score_cli.metrics import compute_metrics, summary_row
 from score_cli.rollout import Decoding, HFGenerator, first_attempt_ids, instruction_ids, prompt_text, run_attempts
 from score_cli.tasks import Problem, PromptSpec, Task, apply_prompt, load_task
@@ -91,12 +91,7 @@ class EvalResult:
 def check_output_dir(cfg: EvalConfig) -> list[dict]:
     """Refuse to overwrite another run's results; on resume, return the rows already done."""
     out = Path(cfg.output_dir)
-    for d in (out, *out.parents):  # the first existing one must be a directory
-        if d.exists():
-            if not d.is_dir():
-                where = "is a file" if d == out else f"lies under {d}, which is a file"
-                raise ScoreError(f"--output-dir {out} {where}, not a directory: choose another --output-dir")
-            break
+    check_output_is_dir(out)
     settings_path, samples_path = out / SETTINGS_FILE, out / SAMPLES_FILE
     has_results = samples_path.exists() or (out / METRICS_FILE).exists()
     if not has_results:

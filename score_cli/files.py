@@ -93,3 +93,13 @@ def read_jsonl(path: str | os.PathLike, *, what: str = "file", line_numbers: boo
                 raise ScoreError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
             rows.append((lineno, row) if line_numbers else row)
     return rows
+
+
+def check_output_is_dir(out: Path) -> None:
+    """Refuse an output directory that is, or lies under, an existing file (one line, no traceback)."""
+    for d in (out, *out.parents):  # the first existing one must be a directory
+        if d.exists():
+            if not d.is_dir():
+                where = "is a file" if d == out else f"lies under {d}, which is a file"
+                raise ScoreError(f"--output-dir {out} {where}, not a directory: choose another --output-dir")
+            break

@@ -28,7 +28,7 @@ from transformers import TrainerCallback
 from score_cli import __version__
 from score_cli.config_options import DERIVED_FIELDS
 from score_cli.errors import ScoreError
-from score_cli.files import atomic_write_json, atomic_write_text
+from score_cli.files import atomic_write_json, atomic_write_text, check_output_is_dir
 from score_cli.models import check_model_source, read_run_record
 
 log = logging.getLogger(__name__)
@@ -268,12 +268,7 @@ def default_output_dir(stage: int, model: str) -> str:
 
 def check_output_dir(out: Path, resume: bool) -> str | None:
     """Refuse to clobber a run; on --resume return the last complete checkpoint (or None)."""
-    for d in (out, *out.parents):  # the first existing one must be a directory
-        if d.exists():
-            if not d.is_dir():
-                where = "is a file" if d == out else f"lies under {d}, which is a file"
-                raise ScoreError(f"--output-dir {out} {where}, not a directory: choose another --output-dir")
-            break
+    check_output_is_dir(out)
     record = read_run_record(out) if out.exists() else None
     if resume:
         if record and record.get("finished"):
