@@ -403,22 +403,27 @@ class ToyTraining:
 def _batches(tokenizer, data: ToyData, rng: random.Random, batch_size: int, pool: int = 8):
     """Padded training batches, endlessly: `pool` batches' worth of conversations are sorted by
     length and cut into batches (little padding), which are then served in random order."""
-    import torch
-
     while True:
         rows = [conversation_ids(tokenizer, data.conversation(rng)) for _ in range(batch_size * pool)]
         rows.sort(key=lambda r: len(r[0]))
         chunks = [rows[i : i + batch_size] for i in range(0, len(rows), batch_size)]
         rng.shuffle(chunks)
         for chunk in chunks:
-            width = max(len(x) for x, _ in chunk)
-            ids = torch.full((len(chunk), width), tokenizer.pad_token_id, dtype=torch.long)
-            labels = torch.full((len(chunk), width), -100, dtype=torch.long)
-            mask = torch.zeros((len(chunk), width), dtype=torch.long)
-            for row, (x, y) in enumerate(chunk):
-                ids[row, : len(x)], labels[row, : len(y)] = torch.tensor(x), torch.tensor(y)
-                mask[row, : len(x)] = 1
-            yield ids, mask, labels
+            yield _padded(tokenizer, chunk)
+
+
+def _padded(tokenizer, rows: list[tuple[list[int], list[int]]]):
+    """(ids, attention mask, labels) tensors of (ids, labels) rows, right-padded to the longest."""
+    import torch
+
+    width = max(len(x) for x, _ in rows)
+    ids = torch.full((len(rows), width), tokenizer.pad_token_id, dtype=torch.long)
+    labels = torch.full((len(rows), width), -100, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for row, (x, y) in enumerate(rows):
+        ids[row, : len(x)], labels[row, : len(y)] = torch.tensor(x), torch.tensor(y)
+        mask[row, : len(x)] = 1
+    return ids, mask, labels
 
 
 def column_fact(rng: random.Random) -> str:
@@ -432,20 +437,11 @@ def column_fact(rng: random.Random) -> str:
 
 def _fact_batches(tokenizer, rng: random.Random, batch_size: int, per_row: int = 8):
     """Drill batches: each row is an assistant turn of `per_row` column facts, one a line."""
-    import torch
-
     eos = tokenizer.eos_token_id
     while True:
         rows = [tokenizer("\n".join(column_fact(rng) for _ in range(per_row)), add_special_tokens=False)["input_ids"]
                 + [eos] for _ in range(batch_size)]
-        width = max(len(r) for r in rows)
-        ids = torch.full((len(rows), width), tokenizer.pad_token_id, dtype=torch.long)
-        labels = torch.full((len(rows), width), -100, dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for i, r in enumerate(rows):
-            ids[i, : len(r)] = labels[i, : len(r)] = torch.tensor(r)
-            mask[i, : len(r)] = 1
-        yield ids, mask, labels
+        yield _padded(tokenizer, [(r, r) for r in rows])
 
 
 def train_toy_model(

@@ -41,13 +41,19 @@ def retry_accuracy(samples: Path) -> dict[str, float]:
     return {"new|R": right[0] / max(right[1], 1), "new|W": wrong[0] / max(wrong[1], 1)}
 
 
-def build(out: str, seed: int, data: dict, training: dict) -> None:
-    from score_cli.toy import NoisySolver, ToyData, ToyTraining, train_toy_model
+def toy_settings(data: dict, training: dict):
+    """(ToyData, ToyTraining) from their JSON fields; solvers as {"first": {"drop": 0.2, ...}}."""
+    from score_cli.toy import NoisySolver, ToyData, ToyTraining
 
-    for key in ("first", "second"):
-        if key in data:
-            data[key] = NoisySolver(**data[key])
-    train_toy_model(out, seed=seed, data=ToyData(**data), training=ToyTraining(**training))
+    solvers = {k: NoisySolver(**data[k]) for k in ("first", "second") if k in data}
+    return ToyData(**{**data, **solvers}), ToyTraining(**training)
+
+
+def build(out: str, seed: int, data: dict, training: dict) -> None:
+    from score_cli.toy import train_toy_model
+
+    toy_data, toy_training = toy_settings(data, training)
+    train_toy_model(out, seed=seed, data=toy_data, training=toy_training)
 
 
 def probe(model: str, seed: int = 0) -> dict[str, float]:
@@ -85,13 +91,10 @@ def curve(out: str, seed: int, data: dict, training: dict, every: int, n: int = 
             accs.append(sum(g.correct for g in task.grade(problems, texts)) / n)
         print(f"step {step}: greedy {100 * accs[0]:.0f}%  sampled {100 * accs[1]:.0f}%", flush=True)
 
-    from score_cli.toy import NoisySolver, ToyData, ToyTraining, train_toy_model
+    from score_cli.toy import train_toy_model
 
-    for key in ("first", "second"):
-        if key in data:
-            data[key] = NoisySolver(**data[key])
-    train_toy_model(out, seed=seed, data=ToyData(**data), training=ToyTraining(**training), on_step=on_step,
-                    log_every=0)
+    toy_data, toy_training = toy_settings(data, training)
+    train_toy_model(out, seed=seed, data=toy_data, training=toy_training, on_step=on_step, log_every=0)
 
 
 def rl(base: str, out: str, steps: int, seed: int, methods: list[str], sets: list[str]) -> None:
