@@ -29,7 +29,8 @@ from score_cli.rollout import (
     instruction_ids,
     next_attempt_input,
 )
-from score_cli.tasks import MathTask, Problem
+from score_cli.tasks import Problem
+from score_cli.tasks.math_task import MathTask
 from score_cli.toy import build_char_tokenizer, tiny_causal_lm
 
 

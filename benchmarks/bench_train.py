@@ -117,7 +117,7 @@ def model_shape(name: str, hidden: int | None = None) -> dict[str, int]:
 
 def setting(name: str):
     """(tokenizer, task, problems) of a bench setting."""
-    from score_cli.tasks import MathTask, champ_problems
+    from score_cli.tasks.math_task import MathTask, champ_problems
     from score_cli.toy import ToyTask, build_char_tokenizer, toy_problems
 
     if name == "math":

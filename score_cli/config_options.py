@@ -7,6 +7,9 @@ default and help) is cached in `$XDG_CACHE_HOME/score` (default `~/.cache/score`
 made of the installed trl and transformers versions and the source of the modules that define
 the fields; any change of these writes a new one. Without a writable cache directory nothing is
 cached and every start reads the fields again.
+
+`config_fields` (the fields themselves, with their types) is here too: `score_cli.train` checks
+recipes against them, building on this module, which never imports it.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import os
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +41,16 @@ class FieldSpec:
     is_dict: bool  # the field takes a dict: YAML "{k: v}"
     default: str  # shown in --help
     help: str
+
+
+def config_fields() -> list[tuple[dataclasses.Field, Any]]:
+    """The SCoReConfig fields a user may set (in a recipe or as an option), with resolved types."""
+    import typing
+
+    from score_cli.trainers import SCoReConfig
+
+    hints = typing.get_type_hints(SCoReConfig)
+    return [(f, hints[f.name]) for f in dataclasses.fields(SCoReConfig) if f.init and not f.name.startswith("_")]
 
 
 def field_specs() -> list[FieldSpec]:
@@ -62,8 +76,6 @@ def live_field_specs() -> list[FieldSpec]:
     """The field descriptions read from SCoReConfig itself (imports trl and transformers)."""
     import types
     import typing
-
-    from score_cli.train import config_fields
 
     specs = []
     for f, tp in config_fields():
@@ -107,7 +119,7 @@ def _cache_path() -> Path | None:
         return None
     here = Path(__file__).resolve().parent
     digest = hashlib.sha256("|".join(versions).encode())
-    for module in ("config_options.py", "trainers.py", "train.py"):
+    for module in ("config_options.py", "trainers.py"):  # where config_fields and SCoReConfig are
         digest.update((here / module).read_bytes())
     root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "score"
     return root / f"config-options-{digest.hexdigest()[:16]}.json"

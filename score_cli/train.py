@@ -26,7 +26,7 @@ from typing import Any
 from transformers import TrainerCallback
 
 from score_cli import __version__
-from score_cli.config_options import DERIVED_FIELDS
+from score_cli.config_options import DERIVED_FIELDS, config_fields
 from score_cli.errors import ScoreError
 from score_cli.files import atomic_write_json, atomic_write_text, check_output_is_dir
 from score_cli.models import check_model_source, read_run_record
@@ -72,16 +72,6 @@ class TrainResult:
     output_dir: Path
     record: dict[str, Any]
     interrupted: bool = False
-
-
-def config_fields() -> list[tuple[dataclasses.Field, Any]]:
-    """The SCoReConfig fields a user may set (in a recipe or as an option), with resolved types."""
-    import typing
-
-    from score_cli.trainers import SCoReConfig
-
-    hints = typing.get_type_hints(SCoReConfig)
-    return [(f, hints[f.name]) for f in dataclasses.fields(SCoReConfig) if f.init and not f.name.startswith("_")]
 
 
 def load_recipe(path: str | None) -> dict[str, Any]:
@@ -434,7 +424,8 @@ def run_stage(req: TrainRequest, *, callbacks: list | None = None) -> TrainResul
     """Train one SCoRe stage as requested; returns where the model went and the run record."""
     from score_cli.models import load_tokenizer
     from score_cli.rollout import prompt_text
-    from score_cli.tasks import apply_prompt, load_task
+    from score_cli.tasks import apply_prompt
+    from score_cli.tasks.registry import load_task
     from score_cli.trainers import SCoReTrainer, heldout_split
 
     data, kwargs, lineage = resolve(req)

@@ -36,7 +36,7 @@ def main(argv=None) -> dict:
     args = ap.parse_args(argv)
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from score_cli.tasks import load_task
+    from score_cli.tasks.registry import load_task
     from score_cli.toy import build_char_tokenizer, tiny_causal_lm
 
     tmp = tempfile.mkdtemp()

@@ -28,12 +28,12 @@ from score_cli.tasks import (
     BOXED_REQUEST,
     MATH_INSTRUCTION,
     MATH_PROMPT,
-    MathTask,
     Problem,
     PromptSpec,
     apply_prompt,
     read_text_option,
 )
+from score_cli.tasks.math_task import MathTask
 
 runner = CliRunner()
 ROOT = Path(__file__).resolve().parents[1]

@@ -629,3 +629,52 @@ def test_grading_many_programs():
     assert results[2].status == "timeout"
     with pytest.raises(ValueError):
         run_many([CHECK], tests=[])
+
+
+# The launcher's pure parts, in this process (the tests above run it only inside the sandbox, where
+# no coverage reaches): what crosses between the tester and the program's process.
+
+
+def test_the_launcher_imports_without_running():
+    import score_cli.sandbox_launcher as launcher
+
+    assert launcher.__name__ != "__main__" and launcher._LINK is None
+    assert sys.dont_write_bytecode == bool(sys.flags.dont_write_bytecode)  # only `_main` sets it
+
+
+def test_the_launcher_sends_plain_data_only():
+    import collections
+
+    from score_cli.sandbox_launcher import _is_data, _plain
+
+    Point = collections.namedtuple("Point", "x y")
+    assert _plain(collections.Counter("aab")) == {"a": 2, "b": 1}
+    assert type(_plain(collections.Counter("a"))) is dict
+    assert type(_plain(Point(1, 2))) is tuple and _plain(Point(1, 2)) == (1, 2)
+    assert type(_plain(True)) is bool and type(_plain(bytearray(b"x"))) is bytes
+    with pytest.raises(TypeError):
+        _plain(object())
+    assert _is_data([1, (2.0, "x"), {3: b"y"}, frozenset({None})])
+    assert not _is_data([collections.Counter()]) and not _is_data({"k": object()})
+
+
+def test_the_tester_rebuilds_replies_and_refuses_the_rest():
+    from score_cli.sandbox_launcher import ProgramError, _Remote, _unwire, _value, _wire
+
+    assert _value(("data", [1, {"a": (2,)}])) == [1, {"a": (2,)}]
+    handle = _value(("ref", 7, "Pair"))
+    assert type(handle) is _Remote and repr(handle) == "<Pair of the program>"
+    assert _value(("ref", 7, "Pair")) is handle
+    with pytest.raises(TypeError, match="compared or computed"):
+        handle == 1  # noqa: B015
+    with pytest.raises(ValueError, match="bad"):
+        _value(("raise", "ValueError", "bad"))
+    with pytest.raises(ProgramError):
+        _value(("raise", "NotABuiltin", "m"))
+    with pytest.raises(ProgramError):
+        _value(("data", object()))
+    obj = object()
+    wired = _wire([handle, slice(1, None, 2), {"k": (handle,)}])
+    assert _unwire(wired, {7: obj}) == [obj, slice(1, None, 2), {"k": (obj,)}]
+    with pytest.raises(TypeError, match="cannot pass"):
+        _wire(object())
