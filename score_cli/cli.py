@@ -45,9 +45,6 @@ def user_errors(fn):
 # ---------------------------------------------------------------------------------------------
 # Options shared by eval and the trainers
 # ---------------------------------------------------------------------------------------------
-Bench = Annotated[
-    str, typer.Option(help="Benchmark: math (MATH500), gsm8k, champ, toy, humaneval, mbpp; ignored with --data.")
-]
 Data = Annotated[str | None, typer.Option(help="Local problems file (.jsonl or .parquet) instead of --bench.")]
 QuestionField = Annotated[str, typer.Option(help="Field holding the question in --data.")]
 AnswerField = Annotated[str, typer.Option(help="Field holding the gold answer in --data.")]
@@ -108,6 +105,16 @@ def check_model_early(model: str | None) -> None:
         check_model_source(model)
 
 
+def check_stage_args_early(bench: str | None, model: str | None, dry_run: bool) -> None:
+    """A stage's mistyped --bench or model path is one line before torch and trl are imported."""
+    if bench is not None:
+        from score_cli.evaluate import check_bench
+
+        check_bench(bench)
+    if not dry_run:
+        check_model_early(model)
+
+
 def setup_logging(verbose: bool) -> None:
     from rich.logging import RichHandler
 
@@ -126,7 +133,9 @@ def setup_logging(verbose: bool) -> None:
 @user_errors
 def eval_cmd(
     model: Annotated[str, typer.Option(help="Hub id or local directory of a causal LM (e.g. a stage output).")],
-    bench: Bench = "math",
+    bench: Annotated[str, typer.Option(
+        help="Benchmark(s): math (MATH500), gsm8k, champ, toy, humaneval, mbpp; several as a,b (each in its own "
+             "output directory); with --data, the task that grades the file.")] = "math",
     data: Data = None,
     question_field: QuestionField = "problem",
     answer_field: AnswerField = "answer",
@@ -134,8 +143,13 @@ def eval_cmd(
     limit: Limit = None,
     turns: Annotated[int, typer.Option(help="Attempts per problem (attempt k+1 follows the instruction).")] = 2,
     samples: Annotated[int, typer.Option(help="Sampled chains per problem, majority-voted per attempt.")] = 1,
-    batch_size: Annotated[int, typer.Option(help="Sequences per generate() call.")] = 32,
-    max_new_tokens: Annotated[int, typer.Option(help="Maximum new tokens per attempt.")] = 1024,
+    batch_size: Annotated[int | None, typer.Option(
+        help=r"Sequences per generate() call; each batch is saved as soon as it is graded \[default: 32; 256 with "
+             "vllm].", show_default=False)] = None,
+    max_new_tokens: Annotated[int | None, typer.Option(
+        help=r"Maximum new tokens per attempt \[default: the task's: toy 160, humaneval/mbpp/gsm8k 512, math, "
+             "champ and --data 1024], clipped so that every attempt fits in the model's context.",
+        show_default=False)] = None,
     temperature: Annotated[float, typer.Option(help="Sampling temperature; 0 = greedy, as in the paper.")] = 0.0,
     top_p: Annotated[float, typer.Option(help="Nucleus sampling threshold (with --temperature > 0).")] = 1.0,
     seed: Seed = 0,
@@ -151,56 +165,83 @@ def eval_cmd(
     prompt_template: PromptTemplate = None,
     system_prompt: SystemPrompt = None,
     instruction: Instruction = None,
-    output_dir: Annotated[
-        str | None, typer.Option(help=r"Where samples.jsonl and metrics.json go \[default: runs/eval-BENCH-MODEL].")
-    ] = None,
+    output_dir: Annotated[str | None, typer.Option(
+        help=r"Where samples.jsonl and metrics.json go \[default: runs/eval-BENCH-MODEL; with several benchmarks, "
+             "OUTPUT_DIR/BENCH each].")] = None,
     resume: Annotated[bool, typer.Option(
         help="Continue an interrupted run in --output-dir; a larger --limit extends it (done rows are kept), "
              "a smaller one is refused."
     )] = False,
+    ci: Annotated[bool, typer.Option("--ci", help="Show each metric's 95% confidence interval in the table.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log progress details.")] = False,
 ) -> None:
-    """Evaluate self-correction: Accuracy@t1, @t2, Delta(t1,t2), Delta i->c and c->i, with 95% CIs."""
+    """Evaluate self-correction: Accuracy@t1, @t2, Delta(t1,t2), Delta i->c and c->i, per attempt pair."""
+    # Everything checkable without a model comes first, before torch or transformers is imported.
+    from score_cli.evaluate import plan_evals
     from score_cli.tasks import PromptSpec, read_text_option
 
     spec = PromptSpec(preset=prompt, template=read_text_option(prompt_template, "--prompt-template"),
                       system_prompt=read_text_option(system_prompt, "--system-prompt"),
                       instruction=read_text_option(instruction, "--instruction"))
-    spec.check()
+    cfgs = plan_evals(
+        model, bench, data=data, output_dir=output_dir, max_new_tokens=max_new_tokens, temperature=temperature,
+        top_p=top_p, batch_size=batch_size, seed=seed, question_field=question_field, answer_field=answer_field,
+        split=split, limit=limit, turns=turns, samples=samples, backend=backend, device=device, dtype=dtype,
+        resume=resume, reuse_cache=reuse_cache, prompt=spec,
+    )
     check_model_early(model)
 
-    from score_cli.evaluate import EvalConfig, evaluate
-    from score_cli.rollout import Decoding
-    from score_cli.ui import eval_progress, results_table, stdout
+    from score_cli.evaluate import EvalInterrupted, bench_label, evaluate_benches
+    from score_cli.ui import console, eval_progress, results_table, stdout
 
     setup_logging(verbose)
-    name = "data" if data else bench
-    cfg = EvalConfig(
-        model=model, bench=bench, data=data, question_field=question_field, answer_field=answer_field,
-        split=split, limit=limit, turns=turns, samples=samples,
-        decoding=Decoding(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
-                          batch_size=batch_size, seed=seed),
-        backend=backend, device=device, dtype=dtype, resume=resume, reuse_cache=reuse_cache, prompt=spec,
-        output_dir=output_dir or os.path.join("runs", f"eval-{name}-{Path(model.rstrip('/')).name}"),
-    )
-    with eval_progress(f"{name} x{turns} attempts") as progress:
-        result = evaluate(cfg, progress)
-    stdout.print(results_table(f"{name}: {result.record['n_problems']} problems", [(model, result.metrics)], turns))
-    for t in range(turns):
-        key = f"maj@{samples}@t{t + 1}"
-        if key in result.metrics:
-            stdout.print(f"majority vote over {samples} samples at t{t + 1}: {100 * result.metrics[key]['value']:.1f}%")
-    stdout.print(f"wrote {result.output_dir / 'samples.jsonl'} and {result.output_dir / 'metrics.json'}")
+    try:
+        results = evaluate_benches(cfgs, lambda c: eval_progress(f"{bench_label(c)} x{turns} attempts"))
+    except EvalInterrupted as e:
+        from score_cli.environment import command_line
+
+        console.print(f"interrupted: {e.saved} of {e.total} {e.bench} problems are saved in {e.output_dir}; "
+                      f"resume with: {command_line(resume=True)}", markup=False, highlight=False, soft_wrap=True)
+        raise typer.Exit(130) from None
+    if len(results) == 1:
+        title = f"{bench_label(cfgs[0])}: {results[0].record['n_problems']} problems, {turns} attempts"
+        rows = [(model, results[0].metrics)]
+    else:
+        from score_cli.compare import short_names
+
+        title = f"{short_names([model])[0]}: {len(results)} benchmarks, {turns} attempts"
+        rows = [(f"{bench_label(c)} ({r.record['n_problems']})", r.metrics)
+                for c, r in zip(cfgs, results, strict=True)]
+    stdout.print(results_table(title, rows, turns, ci=ci))
+    for r in results:
+        stdout.print(f"wrote {r.output_dir / 'samples.jsonl'} and {r.output_dir / 'metrics.json'}", highlight=False)
 
 
 # ---------------------------------------------------------------------------------------------
 # Training: every SCoReConfig field is also an option (recipe < option)
 # ---------------------------------------------------------------------------------------------
-SCORE_FIELDS = ("alpha", "beta1", "beta2", "gamma", "baseline", "prompt", "prompt_template", "system_prompt",
-                "instruction", "max_attempt_length",
-                "num_generations", "learning_rate", "max_steps", "per_device_train_batch_size", "temperature",
-                "save_steps", "seed", "report_to", "logging_steps", "loss_type", "base_attempt_share",
-                "select_checkpoint", "heldout_problems")
+# The stage options by help panel, in the order `--help` shows them: SCoRe's own first, then the
+# inherited TRL/transformers options a SCoRe run is usually tuned with. The other ~150 inherited
+# options are hidden from `--help` (`--help-all`, or SCORE_HELP_ALL=1, lists them); all of them
+# work as options and recipe keys all the same. TRL's `beta` is no option: SCoRe sets it from
+# beta1 and beta2 (config_options.DERIVED_FIELDS).
+STAGE_PANELS = {
+    "SCoRe": ("alpha", "beta1", "beta2", "gamma", "baseline", "base_attempt_share", "single_turn",
+              "select_checkpoint", "heldout_problems", "reuse_attempt_cache"),
+    PROMPT_PANEL: ("prompt", "prompt_template", "system_prompt", "instruction"),
+    "Generation": ("max_attempt_length", "num_generations", "temperature", "top_p", "top_k", "min_p",
+                   "repetition_penalty", "generation_batch_size", "use_vllm", "vllm_mode",
+                   "vllm_gpu_memory_utilization"),
+    "LoRA": ("lora_r", "lora_alpha", "lora_dropout", "lora_target_modules"),
+    "Training (TRL/transformers)": (
+        "learning_rate", "max_steps", "num_train_epochs", "per_device_train_batch_size",
+        "gradient_accumulation_steps", "lr_scheduler_type", "warmup_steps", "weight_decay", "max_grad_norm", "optim",
+        "loss_type", "num_iterations", "epsilon", "use_bias_correction_kl", "bf16", "gradient_checkpointing", "seed",
+        "save_steps", "save_strategy", "save_total_limit", "logging_steps", "report_to", "run_name", "push_to_hub",
+        "hub_model_id"),
+}
+MORE_PANEL = "More TRL/transformers options"
+HELP_ALL_ENV = "SCORE_HELP_ALL"
 
 
 @functools.cache
@@ -211,8 +252,44 @@ def _stage_options() -> dict:
     return {s.name: s for s in field_specs()}
 
 
+def _panel_of() -> dict[str, str]:
+    return {name: panel for panel, names in STAGE_PANELS.items() for name in names}
+
+
+def _long_tail() -> list[str]:
+    """The inherited options `--help` leaves out."""
+    panel = _panel_of()
+    return sorted(n for n in _stage_options() if n not in panel)
+
+
+def _help_all(ctx: typer.Context, value: bool) -> None:
+    """`--help-all`: the help with every option, the long tail of TRL's and transformers' included."""
+    if not value or ctx.resilient_parsing:
+        return
+    tail = set(_long_tail())
+    hidden = [p for p in ctx.command.params if p.name in tail and p.hidden]
+    epilog, ctx.command.epilog = ctx.command.epilog, None
+    for param in hidden:
+        param.hidden = False
+    try:
+        typer.echo(ctx.get_help())
+    finally:  # the command object outlives this call (in tests, say): leave it as it was
+        for param in hidden:
+            param.hidden = True
+        ctx.command.epilog = epilog
+    raise typer.Exit()
+
+
+def stage_epilog() -> str:
+    if os.environ.get(HELP_ALL_ENV):
+        return ""
+    return (f"{len(_long_tail())} more TRL/transformers options (every GRPOConfig / TrainingArguments field) are "
+            f"not shown: --help-all (or {HELP_ALL_ENV}=1) lists them.")
+
+
 def with_config_options(fn):
-    """Add one option per SCoReConfig field to a command, collected into `overrides`."""
+    """Add one option per SCoReConfig field to a command, collected into `overrides`, in help panels
+    (`STAGE_PANELS`); the long tail is hidden from `--help` and shown by `--help-all`."""
     import inspect
 
     from score_cli.config_options import SIMPLE_KINDS, parse_value
@@ -221,7 +298,9 @@ def with_config_options(fn):
     sig = inspect.signature(fn, eval_str=True)
     params = [p for p in sig.parameters.values() if p.name != "overrides"]
     taken = {p.name for p in params}
-    order = {n: i for i, n in enumerate(SCORE_FIELDS)}
+    panel_of = _panel_of()
+    order = {n: i for i, n in enumerate(panel_of)}
+    show_all = bool(os.environ.get(HELP_ALL_ENV))
     for name in sorted(fields, key=lambda n: (order.get(n, len(order)), n)):
         if name in taken:
             continue
@@ -229,13 +308,18 @@ def with_config_options(fn):
         option = typer.Option(
             help=spec.help.replace("[", r"\["),
             show_default=spec.default,
-            rich_help_panel="SCoRe" if name in SCORE_FIELDS else "Training config (SCoReConfig / GRPOConfig)",
+            rich_help_panel=panel_of.get(name, MORE_PANEL),
+            hidden=name not in panel_of and not show_all,
         )
         params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None,
                                         annotation=Annotated[SIMPLE_KINDS[spec.kind] | None, option]))
+    params.append(inspect.Parameter("help_all", inspect.Parameter.KEYWORD_ONLY, default=False, annotation=Annotated[
+        bool, typer.Option("--help-all", is_eager=True, callback=_help_all,
+                           help="Show every option, TRL's and transformers' long tail included, and exit.")]))
 
     @functools.wraps(fn)
     def wrapper(**kwargs):
+        kwargs.pop("help_all", None)
         given = {k: kwargs.pop(k) for k in list(kwargs) if k in fields and k not in taken}
         overrides = {k: parse_value(fields[k], v) for k, v in given.items() if v is not None}
         return fn(**kwargs, overrides=overrides)
@@ -272,7 +356,7 @@ DryRun = Annotated[
 ]
 
 
-@app.command("stage1")
+@app.command("stage1", epilog=stage_epilog())
 @user_errors
 @with_config_options
 def stage1_cmd(
@@ -290,8 +374,7 @@ def stage1_cmd(
     overrides: dict | None = None,
 ) -> None:
     """Stage I: train attempt 2 for reward while a strong KL holds attempt 1 at the base model."""
-    if not dry_run:
-        check_model_early(model)
+    check_stage_args_early(bench, model, dry_run)
     from score_cli.train import TrainRequest
 
     setup_logging(verbose)
@@ -300,7 +383,7 @@ def stage1_cmd(
                                output_dir=output_dir, resume=resume, overrides=overrides or {}), dry_run)
 
 
-@app.command("stage2")
+@app.command("stage2", epilog=stage_epilog())
 @user_errors
 @with_config_options
 def stage2_cmd(
@@ -309,7 +392,7 @@ def stage2_cmd(
         str | None, typer.Option(help="Ablation: run Stage II straight from this base model, without Stage I.")
     ] = None,
     recipe: Recipe = None,
-    bench: Annotated[str | None, typer.Option(help="Training data [default: Stage I's].")] = None,
+    bench: Annotated[str | None, typer.Option(help=r"Training data \[default: Stage I's].")] = None,
     data: Data = None,
     question_field: Annotated[str | None, typer.Option(help="Field holding the question in --data.")] = None,
     answer_field: Annotated[str | None, typer.Option(help="Field holding the gold answer in --data.")] = None,
@@ -321,8 +404,7 @@ def stage2_cmd(
     overrides: dict | None = None,
 ) -> None:
     """Stage II: multi-turn RL on both attempts with the alpha-scaled progress bonus; KL to the base."""
-    if not dry_run:
-        check_model_early(model)
+    check_stage_args_early(bench, model, dry_run)
     from score_cli.train import TrainRequest
 
     setup_logging(verbose)
@@ -335,7 +417,7 @@ def stage2_cmd(
 @user_errors
 def report_cmd(
     run_dir: Annotated[str, typer.Argument(help="A stage or eval output directory.")],
-    out: Annotated[str | None, typer.Option(help="Where the PNG files go [default: RUN_DIR].")] = None,
+    out: Annotated[str | None, typer.Option(help=r"Where the PNG files go \[default: RUN_DIR].")] = None,
 ) -> None:
     """Draw a run's training curves (reward, Delta, KL per attempt) and eval transitions as PNG files."""
     from score_cli.report import report
@@ -343,6 +425,35 @@ def report_cmd(
 
     for path in report(run_dir, out):
         stdout.print(f"wrote {path}")
+
+
+@app.command("compare")
+@user_errors
+def compare_cmd(
+    run_dirs: Annotated[list[str], typer.Argument(help="Output directories of score eval runs.")],
+    out: Annotated[str | None, typer.Option(help="Also write the table to this markdown file.")] = None,
+) -> None:
+    """Eval runs side by side: model, benchmark, t1, t2, Delta(t1,t2), Delta i->c and c->i (in %), n."""
+    from score_cli.compare import comparison, markdown
+    from score_cli.files import atomic_write_text
+    from score_cli.ui import compare_table, stdout
+
+    rows = comparison(run_dirs)
+    stdout.print(compare_table(rows))
+    if out:
+        atomic_write_text(out, markdown(rows))
+        stdout.print(f"wrote {out}", highlight=False)
+
+
+@app.command("env")
+@user_errors
+def env_cmd() -> None:
+    """Print the environment (platform, python, torch, transformers, trl, ... versions, CUDA devices) for bug
+    reports."""
+    from score_cli.environment import environment_report
+    from score_cli.ui import env_lines, stdout
+
+    stdout.print(env_lines(environment_report()), markup=False, highlight=False, soft_wrap=True)
 
 
 @app.command("export")
@@ -388,6 +499,7 @@ def demo_cmd(
     max_steps: Annotated[
         int | None, typer.Option(help=r"RL steps per stage \[default: 30, so the demo stays under 20 minutes].", min=1)
     ] = None,
+    ci: Annotated[bool, typer.Option("--ci", help="Show each metric's 95% confidence interval in the table.")] = False,
 ) -> None:
     """The main job end to end, offline: toy base model, Stage I, Stage II, and eval of all three."""
     from score_cli.demo import DEMO_STEPS, run_demo
@@ -396,7 +508,7 @@ def demo_cmd(
     setup_logging(False)
     rows = run_demo(root, seed=seed, steps=max_steps or DEMO_STEPS, on_step=announce,
                     callbacks=[training_progress()], progress=eval_progress)
-    stdout.print(results_table("toy world: held-out test problems", rows))
+    stdout.print(results_table("toy world: held-out test problems", rows, ci=ci))
 
 
 @app.command("repro")

@@ -26,12 +26,15 @@ import builtins
 import keyword
 import logging
 import re
+import signal
 import textwrap
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from score_cli.errors import ScoreError
-from score_cli.sandbox import run_many
-from score_cli.tasks import CODE_INSTRUCTION, Grade, Problem, Task, _hub_dataset
+from score_cli.sandbox import ExecResult, run_many
+from score_cli.tasks import CODE_INSTRUCTION, Grade, Problem, Task
+from score_cli.tasks.data import _hub_dataset
 
 logger = logging.getLogger(__name__)
 
@@ -298,12 +301,78 @@ class CodeTask(Task):
             timeout=self.timeout,
             memory_mb=self.memory_mb,
         )
-        passed = [False] * len(codes)
+        grades = [CodeGrade(answer=None, correct=False, reason="no code") for _ in codes]
         for i, r in zip(todo, results, strict=True):
-            passed[i] = r.passed is True
-            if not passed[i]:
+            grades[i] = CodeGrade(answer=codes[i], correct=r.passed is True, reason=failure_reason(r))
+            if not grades[i].correct:
                 logger.debug("%s: %s (rc=%s) %s", problems[i].id, r.status, r.returncode, r.stderr[-300:])
-        return [Grade(answer=c or None, correct=ok) for c, ok in zip(codes, passed, strict=True)]
+        return grades
+
+
+@dataclass
+class CodeGrade(Grade):
+    """A code attempt's grade, with why it failed (`failure_reason`; None when it passed)."""
+
+    reason: str | None = None
+
+
+_SYNTAX = ("SyntaxError", "IndentationError", "TabError")
+_ENDED = "sandbox: the program ended before its tests could run"
+
+
+def failure_reason(result: ExecResult) -> str | None:
+    """Why a graded program failed, in a word or two: "timeout", "memory", "syntax error", "failed
+    assert", the name of the exception raised (by the program or by the tested function, e.g.
+    "ZeroDivisionError"), "exited before the tests" (sys.exit, a crash), "output limit",
+    "killed (SIGSEGV)", "sandbox error"; None when it passed. Read from the sandbox's status and the
+    tester's report on stderr (`tests failed at line N: ...` then `Name: message`)."""
+    if result.passed:
+        return None
+    if result.status == "timeout":
+        return "timeout"
+    if result.status == "output_limit":
+        return "output limit"
+    if result.status == "error":
+        return "sandbox error"
+    if result.status == "killed":
+        rc = -(result.returncode or 0)
+        if rc == signal.SIGKILL:  # past the memory cgroup's limit, the kernel kills the tree
+            return "memory"
+        try:
+            return f"killed ({signal.Signals(rc).name})"
+        except ValueError:
+            return "killed"
+    lines = [x for x in result.stderr.splitlines() if x.strip()]
+    tested = next((i for i, x in enumerate(lines) if x.startswith("tests failed")), None)
+    if tested is not None:  # the program loaded; a test failed or the tested function raised
+        reported = lines[tested + 1] if tested + 1 < len(lines) else ""
+        name = _exception_name(reported)
+        if name == "ProgramError":  # the tested function raised an exception of its own: "ProgramError: Name: msg"
+            inner = re.match(r"ProgramError: ([A-Za-z_][\w.]*): ", reported)
+            name = inner.group(1).rsplit(".", 1)[-1] if inner else (
+                "exited during a test" if "ended during a call" in reported else name)
+        if name == "AssertionError":
+            return "failed assert"
+        return _named(name) or "failed"
+    # the program's own traceback (it failed while loading), then the tester's note
+    starts = [i for i, x in enumerate(lines) if x.startswith(("Traceback (most recent call last)", '  File "'))]
+    if starts:
+        for x in reversed([x for x in lines[starts[-1]:] if not x.startswith(("sandbox:", " ", "\t"))]):
+            name = _exception_name(x)
+            if name:
+                return _named(name)
+    return "exited before the tests" if any(x.startswith(_ENDED) for x in lines) else "failed"
+
+
+def _exception_name(line: str) -> str | None:
+    m = re.match(r"^([A-Za-z_][\w.]*)(?::|$)", line.strip())
+    return m.group(1).rsplit(".", 1)[-1] if m and m.group(1) != "Traceback" else None
+
+
+def _named(name: str | None) -> str | None:
+    if name in _SYNTAX:
+        return "syntax error"
+    return "memory" if name == "MemoryError" else name
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,41 +1,54 @@
 """`score eval`: attempt 1, the self-correction instruction, attempt 2 (... attempt N), graded per
 problem and summarised with the paper's metrics.
 
-Results are written as they come: `samples.jsonl` is rewritten atomically after every chunk of
-problems, so an interrupted evaluation resumes (`resume=True`) where it stopped. A resumed run
+Results are written as they come: the problems of every generated batch are appended to
+`samples.jsonl` (and synced) as soon as they are graded, so Ctrl-C loses at most one batch and an
+interrupted evaluation resumes (`resume=True`) where it stopped. A resumed run
 may select more problems (a larger `limit`: the rows done are kept and the rest evaluated) but not
 fewer: a `limit` that leaves out rows already done is refused, so nothing evaluated is dropped.
 `metrics.json` describes exactly the rows of `samples.jsonl`: it is removed while rows are being
 added and written, with the rows in problem order, when the run ends.
+
+Several benchmarks in one call (`evaluate_benches`) share one loaded model; each has its own
+output directory. Nothing here imports torch until a model is loaded, so `score eval` checks its
+arguments in a fraction of a second.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
 import logging
 import os
 import platform
 import shlex
-import sys
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from score_cli import __version__
+from score_cli.environment import command_line
 from score_cli.errors import ScoreError
-from score_cli.files import atomic_write_json, atomic_write_jsonl, check_output_is_dir, read_jsonl
-from score_cli.metrics import compute_metrics, summary_row
+from score_cli.files import append_jsonl, atomic_write_json, atomic_write_jsonl, check_output_is_dir, read_jsonl
+from score_cli.metrics import compute_metrics, pass_at_k_metrics, summary_row
 from score_cli.rollout import Decoding, HFGenerator, first_attempt_ids, instruction_ids, prompt_text, run_attempts
-from score_cli.tasks import Problem, PromptSpec, Task, apply_prompt, load_task
+from score_cli.tasks import Problem, PromptSpec, Task, apply_prompt
+from score_cli.tasks.registry import BENCHES, load_task
 
 log = logging.getLogger(__name__)
 
 SAMPLES_FILE = "samples.jsonl"
 METRICS_FILE = "metrics.json"
 SETTINGS_FILE = "eval_settings.json"
+CODE_BENCHES = ("humaneval", "mbpp")
+
+# Tokens per attempt when --max-new-tokens is not given: what a full answer of the task needs. A
+# toy solution is ~60-80 characters (the demo evaluates with 160); a HumanEval/MBPP function rarely
+# needs 512; a GSM8K solution is a short paragraph; MATH (and CHAMP, and --data) solutions can be
+# long. Each is clipped to the model's context (see `fit_to_context`).
+DEFAULT_MAX_NEW_TOKENS = {"toy": 160, "humaneval": 512, "mbpp": 512, "gsm8k": 512, "math": 1024, "champ": 1024}
 
 
 @dataclass
@@ -57,7 +70,7 @@ class EvalConfig:
     dtype: str = "auto"
     output_dir: str = "runs/eval"
     resume: bool = False
-    chunk_size: int = 0  # problems per write; 0 = 8 batches' worth
+    chunk_size: int = 0  # problems per write; 0 = one generated batch's worth
     reuse_cache: bool = True  # transformers: attempt k+1 continues attempt k's KV cache (same results)
     prompt: PromptSpec = field(default_factory=PromptSpec)  # attempt-1 prompt and instruction (part of identity)
 
@@ -72,7 +85,11 @@ class EvalConfig:
 
 @dataclass
 class Progress:
-    """Callbacks the CLI turns into a progress bar; the library never prints."""
+    """Callbacks the CLI turns into a progress bar with an ETA; the library never prints.
+
+    `start(total)` once; `problems(n)` first with the problems resumed from disk, then after every
+    generated batch with the problems it finished (and saved); `tokens(n)` after every `generate` call.
+    """
 
     start: Callable[[int], None] = lambda total: None
     tokens: Callable[[int], None] = lambda n: None
@@ -86,6 +103,15 @@ class EvalResult:
     output_dir: Path
     rows: list[dict]
     record: dict[str, Any]
+
+
+class EvalInterrupted(KeyboardInterrupt):
+    """Ctrl-C during generation, with what is saved: `saved` of `total` problems in `output_dir`
+    (a KeyboardInterrupt still, so whatever catches those catches it)."""
+
+    def __init__(self, saved: int, total: int, output_dir: Path, bench: str):
+        super().__init__(f"{saved} of {total} problems saved in {output_dir}")
+        self.saved, self.total, self.output_dir, self.bench = saved, total, output_dir, bench
 
 
 def check_output_dir(cfg: EvalConfig) -> list[dict]:
@@ -119,7 +145,8 @@ def check_output_dir(cfg: EvalConfig) -> list[dict]:
                 f"output directory {out} holds a run with other settings ({', '.join(diff)}): "
                 "resume with the same settings, or choose another --output-dir"
             )
-    return read_jsonl(samples_path, what="samples file") if samples_path.exists() else []
+    # A run killed while appending leaves a last line cut short: that problem is simply redone.
+    return read_jsonl(samples_path, what="samples file", torn_tail_ok=True) if samples_path.exists() else []
 
 
 def check_resumed_rows(cfg: EvalConfig, done_rows: list[dict], everything: list[Problem],
@@ -151,6 +178,9 @@ def _jsonable(d: dict) -> dict:
 
 
 def validate(cfg: EvalConfig) -> None:
+    """Every setting that can be checked without a model or data: one line, before anything heavy."""
+    if cfg.data is None:
+        check_bench(cfg.bench or "math")
     if cfg.turns < 1:
         raise ScoreError(f"--turns must be at least 1, got {cfg.turns}")
     if cfg.samples < 1:
@@ -171,6 +201,92 @@ def validate(cfg: EvalConfig) -> None:
     cfg.prompt.check()
 
 
+def check_bench(name: str) -> None:
+    """An unknown benchmark is one line naming the known ones (and the likely one, for a typo)."""
+    if name not in BENCHES:
+        close = difflib.get_close_matches(name, BENCHES, n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        raise ScoreError(f"unknown benchmark '{name}'{hint}: choose one of {', '.join(BENCHES)}, or pass --data FILE")
+
+
+def parse_benches(benches: str, data: str | None) -> list[str]:
+    """`--bench a,b` as a list of checked names (one, for --data: its task)."""
+    names = [b.strip() for b in (benches or "math").split(",") if b.strip()] or ["math"]
+    if data is not None and len(names) > 1:
+        raise ScoreError(f"--data evaluates one file, but --bench names {len(names)} benchmarks: pass one --bench "
+                         "(its task grades the file) or drop --data")
+    if len(set(names)) < len(names):
+        raise ScoreError(f"--bench names a benchmark twice ({benches}): name each once")
+    if data is None:
+        for name in names:
+            check_bench(name)
+    return names
+
+
+def bench_label(cfg: EvalConfig) -> str:
+    """What an evaluation is called in messages and tables: its benchmark, or "data" for --data."""
+    return "data" if cfg.data else cfg.bench or "math"
+
+
+def default_max_new_tokens(bench: str | None, data: str | None = None) -> int:
+    """Tokens per attempt a full answer of the task needs (`DEFAULT_MAX_NEW_TOKENS`); math for --data."""
+    return DEFAULT_MAX_NEW_TOKENS.get(bench or "math", DEFAULT_MAX_NEW_TOKENS["math"])
+
+
+def plan_evals(
+    model: str, bench: str = "math", *, data: str | None = None, output_dir: str | None = None,
+    max_new_tokens: int | None = None, temperature: float = 0.0, top_p: float = 1.0, batch_size: int | None = None,
+    seed: int = 0, **settings: Any,
+) -> list[EvalConfig]:
+    """The evaluations `score eval` runs, one per benchmark of `bench` ("a,b"), checked without a model.
+
+    Each benchmark gets its own output directory: `output_dir` for one benchmark (default
+    runs/eval-BENCH-MODEL), `output_dir`/BENCH for several. `max_new_tokens` None is the task's own;
+    `batch_size` None is 32, or 256 with vLLM, which schedules what it gets itself (and a batch is
+    also what is saved at once, so a small one would hold it back).
+    """
+    if batch_size is None:
+        batch_size = 256 if settings.get("backend") == "vllm" else 32
+    names = parse_benches(bench, data)
+    model_name = Path(model.rstrip("/")).name
+    cfgs = []
+    for name in names:
+        if output_dir is None:
+            out = os.path.join("runs", f"eval-{'data' if data else name}-{model_name}")
+        else:
+            out = output_dir if len(names) == 1 else os.path.join(output_dir, name)
+        decoding = Decoding(max_new_tokens=max_new_tokens or default_max_new_tokens(name, data),
+                            temperature=temperature, top_p=top_p, batch_size=batch_size, seed=seed)
+        cfg = EvalConfig(model=model, bench=name, data=data, decoding=decoding, output_dir=out, **settings)
+        validate(cfg)
+        cfgs.append(cfg)
+    return cfgs
+
+
+def context_length(model) -> int | None:
+    """The longest sequence the model was trained for (max_position_embeddings), if its config says."""
+    config = getattr(model, "config", model)
+    for key in ("max_position_embeddings", "n_positions", "max_sequence_length"):
+        value = getattr(config, key, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
+def fit_to_context(max_new_tokens: int, *, context: int, longest_prompt: int, turns: int,
+                   instruction_tokens: int) -> int:
+    """The largest budget per attempt, at most `max_new_tokens`, with which every attempt of the longest
+    prompt fits in the model's context: prompt + turns x budget + (turns - 1) x (EOS + instruction)
+    <= context (attempt k+1 reads attempts 1..k). Past its context a model's positions are untrained."""
+    room = context - longest_prompt - (turns - 1) * (instruction_tokens + 1)
+    budget = room // turns
+    if budget < 1:
+        raise ScoreError(
+            f"the longest prompt ({longest_prompt} tokens) and {turns} attempts leave no room for an answer in the "
+            f"model's context ({context} tokens): use fewer --turns, --limit the problems, or a shorter prompt")
+    return min(max_new_tokens, budget)
+
+
 def evaluate(
     cfg: EvalConfig, progress: Progress | None = None, *, model=None, tokenizer=None, generator=None
 ) -> EvalResult:
@@ -178,14 +294,23 @@ def evaluate(
 
     `model`/`tokenizer` skip loading `cfg.model`; `generator` replaces generation (tests script it).
     """
-    dist = Distributed()
-    progress = progress if progress is not None and dist.is_main else Progress()
-    validate(cfg)
-    started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-    if model is None and tokenizer is None:
-        from score_cli.models import check_model_source
+    (result,) = evaluate_benches([cfg], lambda _: nullcontext(progress or Progress()), model=model,
+                                 tokenizer=tokenizer, generator=generator)
+    return result
 
-        check_model_source(cfg.model)  # one line, before anything is loaded or written
+
+@dataclass
+class _Planned:
+    """One evaluation after everything but the model was checked: its task, problems and resumed rows."""
+
+    cfg: EvalConfig
+    task: Task
+    problems: list[Problem]
+    done_rows: list[dict]
+    todo: list[Problem]
+
+
+def _plan(cfg: EvalConfig) -> _Planned:
     task, everything = load_task(
         cfg.bench, data=cfg.data, question_field=cfg.question_field, answer_field=cfg.answer_field,
         split=cfg.split, seed=cfg.decoding.seed,
@@ -195,48 +320,142 @@ def evaluate(
     done_rows = check_output_dir(cfg)
     check_resumed_rows(cfg, done_rows, everything, problems)
     done_ids = {r["id"] for r in done_rows}
-    todo = [p for p in problems if p.id not in done_ids]
-    out = Path(cfg.output_dir)
+    return _Planned(cfg, task, problems, done_rows, [p for p in problems if p.id not in done_ids])
+
+
+def evaluate_benches(
+    cfgs: list[EvalConfig],
+    progress: Callable[[EvalConfig], AbstractContextManager[Progress]] | None = None,
+    *, model=None, tokenizer=None, generator=None,
+) -> list[EvalResult]:
+    """Evaluate one model on several benchmarks (`plan_evals`), loading it once.
+
+    Every benchmark's data and output directory is checked before the model is loaded, and the
+    model is loaded before anything is written. `progress(cfg)` gives each one's callbacks.
+    """
+    if not cfgs:
+        return []
+    if len({c.model for c in cfgs}) > 1 or len({c.backend for c in cfgs}) > 1:
+        raise ValueError("evaluate_benches takes one model and backend")
+    dist = Distributed()
+    for cfg in cfgs:
+        validate(cfg)
+    first = cfgs[0]
+    if model is None and tokenizer is None:
+        from score_cli.models import check_model_source
+
+        check_model_source(first.model)  # one line, before anything is loaded or written
+    planned = [_plan(cfg) for cfg in cfgs]
 
     # Load before writing anything: a model that fails to load leaves no output directory behind.
     if tokenizer is None:
         from score_cli.models import load_tokenizer
 
-        tokenizer = load_tokenizer(cfg.model)
-    example = prompt_text(tokenizer, task, problems[0])  # a template that cannot render it: one line, now
-    warn_if_trained_with_other_prompt(cfg)
+        tokenizer = load_tokenizer(first.model)
+    examples = [prompt_text(tokenizer, p.task, p.problems[0]) for p in planned]  # a template that fails: now
+    warn_if_trained_with_other_prompt(first)
+    context = None
     if generator is None:
-        if model is None and cfg.backend == "transformers":
+        if model is None and first.backend == "transformers":
             from score_cli.models import load_causal_lm
 
-            model = load_causal_lm(cfg.model, device=dist.device(cfg.device), dtype=cfg.dtype)
-        generator = make_generator(cfg, model, tokenizer, progress)
+            model = load_causal_lm(first.model, device=dist.device(first.device), dtype=first.dtype)
+        context = context_length(model) if model is not None else _config_context(first.model)
+    elif model is not None:
+        context = context_length(model)
 
+    decodings = [_fitted_decoding(p, tokenizer, context) for p in planned]  # all fit, before any is run
+
+    results = []
+    shared, own = generator, generator is None
+    for plan, example, decoding in zip(planned, examples, decodings, strict=True):
+        cfg = plan.cfg
+        with progress(cfg) if progress is not None else nullcontext(Progress()) as callbacks:
+            callbacks = callbacks if dist.is_main else Progress()
+            if shared is None or own and cfg.backend == "transformers":  # cheap: one per benchmark
+                gen = make_generator(cfg, model, tokenizer, callbacks, decoding)
+                shared = gen if cfg.backend == "vllm" else None  # a vLLM engine is started once
+            else:
+                gen = shared
+                if hasattr(gen, "decoding"):
+                    gen.decoding = decoding
+                if hasattr(gen, "on_batch"):
+                    gen.on_batch = lambda n, k, cb=callbacks: cb.tokens(k)
+            results.append(_run(plan, callbacks, tokenizer, gen, dist, example, decoding, model))
+    return results
+
+
+def _config_context(name: str) -> int | None:
+    """The context length in a model's config.json (a vLLM run loads no transformers model)."""
+    try:
+        from transformers import AutoConfig
+
+        return context_length(AutoConfig.from_pretrained(os.path.expanduser(name)))
+    except Exception:  # noqa: BLE001 - unknown here means: leave --max-new-tokens as it is
+        return None
+
+
+def _fitted_decoding(plan: _Planned, tokenizer, context: int | None) -> Decoding:
+    """cfg.decoding with max_new_tokens clipped to what fits in the model's context (a warning says so)."""
+    cfg = plan.cfg
+    if context is None:
+        return cfg.decoding
+    longest = max(len(first_attempt_ids(tokenizer, plan.task, p)) for p in plan.problems)
+    instruction = len(instruction_ids(tokenizer, plan.task.instruction))
+    try:
+        fitted = fit_to_context(cfg.decoding.max_new_tokens, context=context, longest_prompt=longest,
+                                turns=cfg.turns, instruction_tokens=instruction)
+    except ScoreError as e:
+        raise ScoreError(f"{bench_label(cfg)}: {e}") from None
+    if fitted == cfg.decoding.max_new_tokens:
+        return cfg.decoding
+    log.warning("%s: --max-new-tokens %d does not fit the model's context (%d tokens) after the longest prompt "
+                "(%d tokens) with %d attempts: generating at most %d tokens per attempt", bench_label(cfg),
+                cfg.decoding.max_new_tokens, context, longest, cfg.turns, fitted)
+    return dataclasses.replace(cfg.decoding, max_new_tokens=fitted)
+
+
+def _run(plan: _Planned, progress: Progress, tokenizer, generator, dist: Distributed, example: str,
+         decoding: Decoding, model) -> EvalResult:
+    """Generate, grade and save the problems left to do, batch by batch; then score and record."""
+    cfg, task, problems, out = plan.cfg, plan.task, plan.problems, Path(plan.cfg.output_dir)
+    started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     dist.wait()  # every process has read the output directory before the first one writes to it
     if dist.is_main:
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_json(out / SETTINGS_FILE, cfg.identity())
-        if todo:  # rows are about to be added: no metrics.json until they all are
+        if plan.todo:  # rows are about to be added: no metrics.json until they all are
             (out / METRICS_FILE).unlink(missing_ok=True)
+            if (out / SAMPLES_FILE).exists():
+                atomic_write_jsonl(out / SAMPLES_FILE, plan.done_rows)  # drops a line cut short, if any
 
     progress.start(len(problems))
-    progress.problems(len(problems) - len(todo))
-    rows = list(done_rows)
-    chunk = cfg.chunk_size or cfg.decoding.batch_size * 8
+    progress.problems(len(problems) - len(plan.todo))
+    rows = list(plan.done_rows)
+    # One generated batch per step (per process): what Ctrl-C can lose, and how often the bar moves.
+    chunk = cfg.chunk_size or max(1, decoding.batch_size // cfg.samples) * dist.world
+    tokens_before = getattr(generator, "generated_tokens", 0) or 0
     t0 = time.perf_counter()
-    for start in range(0, len(todo), chunk):
-        part = todo[start : start + chunk]
-        mine = part[dist.rank :: dist.world]  # with several processes, each takes every world-th problem
-        torch.manual_seed(cfg.decoding.seed * 1_000_003 + len(rows) * dist.world + dist.rank)
-        rows += dist.gather(rollout_rows(task, mine, tokenizer, generator, turns=cfg.turns, samples=cfg.samples))
-        if dist.is_main:
-            atomic_write_jsonl(out / SAMPLES_FILE, rows)
-        progress.problems(len(part))
+    try:
+        for start in range(0, len(plan.todo), chunk):
+            part = plan.todo[start : start + chunk]
+            mine = part[dist.rank :: dist.world]  # with several processes, each takes every world-th problem
+            _seed(cfg.decoding.seed * 1_000_003 + len(rows) * dist.world + dist.rank)
+            new = dist.gather(rollout_rows(task, mine, tokenizer, generator, turns=cfg.turns, samples=cfg.samples))
+            if dist.is_main:
+                append_jsonl(out / SAMPLES_FILE, new)
+            rows += new
+            progress.problems(len(part))
+    except KeyboardInterrupt:
+        raise EvalInterrupted(len(rows), len(problems), out, bench_label(cfg)) from None
     elapsed = time.perf_counter() - t0
+    generated = (getattr(generator, "generated_tokens", 0) or 0) - tokens_before
 
     order = {p.id: i for i, p in enumerate(problems)}
     rows = sorted((r for r in rows if r["id"] in order), key=lambda r: order[r["id"]])
     metrics = metrics_from_rows(rows, seed=cfg.decoding.seed)
+    if task.name in CODE_BENCHES:
+        metrics.update(pass_at_k_metrics(_pick(rows, "correct"), seed=cfg.decoding.seed))
     if dist.is_main:
         atomic_write_jsonl(out / SAMPLES_FILE, rows)  # in problem order: what metrics.json describes
     record = {
@@ -251,25 +470,47 @@ def evaluate(
         "limit": cfg.limit,
         "turns": cfg.turns,
         "samples": cfg.samples,
-        "decoding": asdict(cfg.decoding),
+        "decoding": asdict(decoding),
+        "max_new_tokens_asked": cfg.decoding.max_new_tokens,
         "backend": cfg.backend,
         "seed": cfg.decoding.seed,
         "throughput": {
             "seconds": elapsed,
-            "generated_tokens": getattr(generator, "generated_tokens", None),
-            "tokens_per_second": (getattr(generator, "generated_tokens", 0) or 0) / elapsed if elapsed else None,
+            "generated_tokens": generated if hasattr(generator, "generated_tokens") else None,
+            "tokens_per_second": generated / elapsed if elapsed else None,
         },
         "versions": versions(),
         "model_revision": _model_revision(cfg.model),
+        "data_sha256": _file_sha256(cfg.data) if cfg.data else None,
+        "device": str(getattr(model, "device", "")) or None,
+        "dtype": str(getattr(model, "dtype", "")).removeprefix("torch.") or None,
+        "platform": platform.platform(),
         "started": started,
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "command": shlex.join(sys.argv),
+        "command": command_line(),
         "cwd": os.getcwd(),
     }
     if dist.is_main:
         atomic_write_json(out / METRICS_FILE, record)
     dist.wait()
     return EvalResult(metrics, record["summary"], out, rows, record)
+
+
+def _seed(seed: int) -> None:
+    import torch
+
+    torch.manual_seed(seed)
+
+
+def _file_sha256(path: str) -> str:
+    """What identifies the problems of a --data file (its content, not its name)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def _model_revision(name: str) -> dict[str, Any]:
@@ -312,6 +553,7 @@ class Distributed:
         self.world = int(os.environ.get("WORLD_SIZE", "1"))
         self.state = None
         if self.world > 1:
+            import torch
             from accelerate import PartialState
 
             self.state = PartialState(cpu=not torch.cuda.is_available())
@@ -334,12 +576,13 @@ class Distributed:
             self.state.wait_for_everyone()
 
 
-def make_generator(cfg: EvalConfig, model, tokenizer, progress: Progress):
+def make_generator(cfg: EvalConfig, model, tokenizer, progress: Progress, decoding: Decoding | None = None):
+    decoding = decoding or cfg.decoding
     if cfg.backend == "vllm":
         from score_cli.vllm_backend import VLLMGenerator
 
-        return VLLMGenerator(cfg.model, tokenizer, cfg.decoding, on_batch=lambda n, k: progress.tokens(k))
-    return HFGenerator(model, tokenizer, cfg.decoding, on_batch=lambda n, k: progress.tokens(k),
+        return VLLMGenerator(cfg.model, tokenizer, decoding, on_batch=lambda n, k: progress.tokens(k))
+    return HFGenerator(model, tokenizer, decoding, on_batch=lambda n, k: progress.tokens(k),
                        reuse_cache=cfg.reuse_cache)
 
 
@@ -360,30 +603,33 @@ def rollout_rows(
         chains = []
         for k in range(samples):
             j = i * samples + k
-            chains.append([
-                {"text": texts[j][t], "answer": grades[j * turns + t].answer, "correct": grades[j * turns + t].correct,
-                 "tokens": len(rollouts[j].outputs[t])}
-                for t in range(turns)
-            ])
+            chains.append([_attempt(texts[j][t], grades[j * turns + t], len(rollouts[j].outputs[t]))
+                           for t in range(turns)])
         rows.append({"id": p.id, "question": p.question, "gold": p.answer, "chains": chains})
     return rows
+
+
+def _attempt(text: str, grade, tokens: int) -> dict[str, Any]:
+    """One attempt as saved; a code task's grade also says why a program failed (`reason`)."""
+    row = {"text": text, "answer": grade.answer, "correct": grade.correct, "tokens": tokens}
+    if hasattr(grade, "reason"):
+        row["reason"] = grade.reason
+    return row
+
+
+def _pick(rows: list[dict], key: str) -> list[list[list[Any]]]:
+    return [[[a[key] for a in chain] for chain in r["chains"]] for r in rows]
 
 
 def metrics_from_rows(rows: list[dict], *, seed: int = 0) -> dict[str, dict[str, float]]:
     """Metrics of samples.jsonl rows (so a finished or resumed file can be re-scored)."""
     if not rows:
         raise ScoreError("no evaluated problems to score: the dataset or --limit selected none")
-    pick = lambda key: [[[a[key] for a in chain] for chain in r["chains"]] for r in rows]  # noqa: E731
-    return compute_metrics(pick("correct"), pick("answer"), pick("text"), seed=seed)
+    return compute_metrics(_pick(rows, "correct"), _pick(rows, "answer"), _pick(rows, "text"), seed=seed)
 
 
 def versions() -> dict[str, str]:
-    import importlib.metadata as md
+    """score's and the main packages' versions (recorded with every evaluation)."""
+    from score_cli.environment import package_versions
 
-    out = {"score": __version__, "python": platform.python_version()}
-    for pkg in ("torch", "transformers", "trl", "accelerate", "math-verify", "vllm"):
-        try:
-            out[pkg] = md.version(pkg)
-        except md.PackageNotFoundError:
-            pass
-    return out
+    return package_versions()

@@ -61,10 +61,12 @@ def atomic_write_jsonl(path: str | os.PathLike, rows: Iterable[dict]) -> None:
     atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in rows))
 
 
-def read_jsonl(path: str | os.PathLike, *, what: str = "file", line_numbers: bool = False) -> list:
+def read_jsonl(path: str | os.PathLike, *, what: str = "file", line_numbers: bool = False,
+               torn_tail_ok: bool = False) -> list:
     """Read a JSONL file; a malformed line (bad JSON, not UTF-8) raises a ScoreError naming the line.
 
-    `line_numbers`: return (line number, row) pairs instead of rows.
+    `line_numbers`: return (line number, row) pairs instead of rows. `torn_tail_ok`: a last line
+    without its newline that does not parse (a write cut short, see `append_jsonl`) is left out.
     """
     path = Path(path)
     if not path.exists():
@@ -74,6 +76,11 @@ def read_jsonl(path: str | os.PathLike, *, what: str = "file", line_numbers: boo
     rows = []
     with open(path, "rb") as f:
         for lineno, raw in enumerate(f, start=1):
+            if torn_tail_ok and not raw.endswith(b"\n"):
+                try:
+                    json.loads(raw.decode("utf-8"))
+                except ValueError:  # UnicodeDecodeError is one too
+                    break
             try:
                 line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
             except UnicodeDecodeError as e:
@@ -103,3 +110,20 @@ def check_output_is_dir(out: Path) -> None:
                 where = "is a file" if d == out else f"lies under {d}, which is a file"
                 raise ScoreError(f"--output-dir {out} {where}, not a directory: choose another --output-dir")
             break
+
+
+def append_jsonl(path: str | os.PathLike, rows: Iterable[dict]) -> None:
+    """Append rows to a JSONL file in one write, synced: what is written survives a crash; a kill in
+    the middle can leave only the last line cut short (`read_jsonl(torn_tail_ok=True)` drops it)."""
+    data = "".join(json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in rows).encode("utf-8")
+    if not data:
+        return
+    path = Path(path)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, file_mode(path))
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        os.fsync(fd)
+    finally:
+        os.close(fd)

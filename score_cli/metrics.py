@@ -165,3 +165,40 @@ def summary_row(metrics: dict[str, dict[str, float]], turns: int = 2) -> dict[st
         "c->i": metrics.get("c->i(t1,t2)", {"value": 0.0})["value"],
     }
 
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """The unbiased pass@k of Chen et al. (2021) from n samples of which c are correct:
+    1 - C(n-c, k) / C(n, k), the chance that k of the n samples drawn without replacement hold one
+    that is correct."""
+    if not 0 < k <= n or not 0 <= c <= n:
+        raise ValueError(f"pass@k needs 0 < k <= n and 0 <= c <= n, got n={n}, c={c}, k={k}")
+    if n - c < k:
+        return 1.0
+    return 1.0 - math.comb(n - c, k) / math.comb(n, k)
+
+
+def pass_at_k_metrics(
+    correct: Sequence[Sequence[Sequence[bool]]], *, ks: Sequence[int] | None = None, n_boot: int = 1000, seed: int = 0
+) -> dict[str, dict[str, float]]:
+    """`pass@k@tN` for every attempt: the mean over problems of the unbiased pass@k, with a bootstrap
+    interval over problems (Wilson with one sample per problem, where pass@1 is a proportion).
+
+    `ks` defaults to 1, those of 5, 10, 100 that are below the samples per problem, and that count."""
+    c = np.asarray(correct, dtype=float)  # (P, K, T)
+    if c.ndim != 3 or c.shape[0] == 0:
+        raise ValueError("correct must be a non-empty (problems, samples, attempts) array")
+    n_problems, n, turns = c.shape
+    ks = sorted(set(ks) if ks is not None else {1, n, *(k for k in (5, 10, 100) if k < n)})
+    out: dict[str, Estimate] = {}
+    for t in range(turns):
+        right = c[:, :, t].sum(1).astype(int)
+        for k in ks:
+            if not 0 < k <= n:
+                continue
+            if n == 1:
+                out[f"pass@{k}@t{t + 1}"] = wilson(float(right.sum()), float(n_problems))
+                continue
+            values = np.array([pass_at_k(n, int(r), k) for r in right])
+            out[f"pass@{k}@t{t + 1}"] = bootstrap(values, np.ones(n_problems), n_boot=n_boot, seed=seed)
+    return {k: v.as_dict() for k, v in out.items()}

@@ -12,6 +12,7 @@ CURVES = (
     ("reward per attempt", ("reward/t1", "reward/t2")),
     ("Δ(t1,t2) and transitions", ("delta", "i2c", "c2i")),
     ("behaviour collapse: attempt 2 vs 1", ("answer_changed", "zero_edit")),
+    ("answer changed, by attempt 1", ("changed_after_wrong", "changed_after_right")),
     ("KL to the base model per attempt", ("kl/t1", "kl/t2")),
     ("attempt length (tokens)", ("length/t1", "length/t2")),
 )

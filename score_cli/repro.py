@@ -160,13 +160,15 @@ def method_curve(root: Path, seed: int, parts: list[str], key: str) -> tuple[lis
 
 def plot_training(root: Path, seeds, path: Path) -> Path:
     """Per trained method, over RL steps (seed 0 solid, others faint): reward/t1 and reward/t2
-    (top), and the paper's collapse picture (bottom): how often attempt 2 changes the final answer,
-    and how often it copies attempt 1 word for word."""
+    (top), and the paper's collapse picture (bottom): how often attempt 2 changes the final answer
+    after a wrong and after a right first attempt (learnt self-correction pulls them apart;
+    collapse takes both to zero), and how often it copies attempt 1 word for word."""
     from score_cli.report import _plt
 
     plt = _plt()
     rows = ((("reward/t1", "#9ecae1", "reward t1"), ("reward/t2", "#3182bd", "reward t2")),
-            (("answer_changed", "#e6550d", "answer changed"), ("zero_edit", "#756bb1", "copy of attempt 1")))
+            (("changed_after_wrong", "#e6550d", "answer changed after a wrong t1"),
+             ("changed_after_right", "#fdae6b", "... after a right t1"), ("zero_edit", "#756bb1", "copy of attempt 1")))
     fig, axes = plt.subplots(2, len(TRAINED_RUNS), figsize=(4 * len(TRAINED_RUNS), 6.2), sharey="row",
                              squeeze=False)
     for col, (method, parts) in enumerate(TRAINED_RUNS.items()):

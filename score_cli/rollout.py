@@ -18,11 +18,12 @@ import functools
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
-
-import torch
+from typing import TYPE_CHECKING, Any, Protocol
 
 from score_cli.tasks import Problem, Task
+
+if TYPE_CHECKING:  # torch is imported where a tensor is made: `score` checks its arguments without it
+    import torch
 
 # Turn index given to completion tokens that the model did not write (instruction, appended EOS).
 NOT_GENERATED = -1
@@ -234,6 +235,8 @@ class Decoding:
 
 def left_pad(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(ids, attention mask) of token rows, left-padded to the longest."""
+    import torch
+
     width = max((len(r) for r in rows), default=0)
     ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(rows), width), dtype=torch.long)
@@ -281,6 +284,8 @@ def generate_batch(
     returns the `Continuation` of this call for the next attempt (None where the model's cache
     cannot be continued). A `previous` that the inputs do not extend is released first.
     """
+    import torch
+
     device = model.device
     if previous is not None and not previous.extends(inputs):
         previous.release()  # stale: free its cache before this call allocates its own
@@ -358,6 +363,8 @@ class HFGenerator:
         self._last: Continuation | None = None
 
     def __call__(self, inputs: list[list[int]], *, group_size: int = 1):
+        import torch
+
         d = self.decoding
         one_batch = len(inputs) <= d.batch_size  # a wave: kept in order, so the next attempt can continue it
         order = list(range(len(inputs))) if one_batch else sorted(range(len(inputs)), key=lambda i: -len(inputs[i]))

@@ -718,6 +718,11 @@ class SCoReTrainer(GRPOTrainer):
             flags = self.accelerator.gather(torch.tensor([changed, copied], device=turn.device).T)  # (N_all, 2)
             m["answer_changed"].append(flags[:, 0].mean().item())
             m["zero_edit"].append(flags[:, 1].mean().item())
+            # ... and whether it tells the two cases apart: learnt self-correction changes wrong
+            # first attempts and keeps right ones; collapse changes neither.
+            for name, cases in (("changed_after_wrong", r1 == 0), ("changed_after_right", r1 == 1)):
+                if cases.any():
+                    m[name].append(flags[cases, 0].mean().item())
         lengths = torch.tensor([x["attempt_lengths"] for x in inputs], dtype=torch.float32, device=turn.device)
         lengths = self.accelerator.gather(lengths)  # (N_all, attempts)
         for k in range(lengths.size(1)):

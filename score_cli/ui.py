@@ -7,8 +7,16 @@ import time
 from collections.abc import Sequence
 from contextlib import contextmanager
 
+from rich import box
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
 console = Console(stderr=True)
@@ -23,7 +31,8 @@ def announce(step: str) -> None:
 
 @contextmanager
 def eval_progress(description: str = "evaluating"):
-    """A progress bar over problems showing problems/s and generated tokens/s.
+    """A progress bar over problems, moving after every generated batch, with problems/s, generated
+    tokens/s, the time so far and the time left (from this run's pace; resumed problems do not count).
 
     The bar appears when evaluation starts, so input errors found before it leave no trace.
     """
@@ -31,11 +40,13 @@ def eval_progress(description: str = "evaluating"):
 
     bar = Progress(
         TextColumn("[bold]{task.description}"),
-        BarColumn(),
+        BarColumn(bar_width=20),
         MofNCompleteColumn(),
         TextColumn("{task.fields[pps]:.2f} problems/s"),
         TextColumn("{task.fields[tps]:.0f} tok/s"),
         TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
         console=console,
     )
     state = {"t0": time.perf_counter(), "tokens": 0, "problems": 0, "resumed": None, "task": None}
@@ -54,10 +65,11 @@ def eval_progress(description: str = "evaluating"):
         bar.update(state["task"], **rates())
 
     def on_problems(n: int) -> None:
-        if state["resumed"] is None:  # the first call reports problems resumed from disk
+        if state["resumed"] is None:  # the first call reports problems resumed from disk: not this run's pace
             state["resumed"] = n
-        else:
-            state["problems"] += n
+            bar.reset(state["task"], completed=n, pps=0.0, tps=0.0)
+            return
+        state["problems"] += n
         bar.update(state["task"], advance=n, **rates())
 
     try:
@@ -70,27 +82,75 @@ def pct(x: float) -> str:
     return "-" if x != x else f"{100 * x:.1f}"
 
 
-def results_table(title: str, rows: Sequence[tuple[str, dict[str, dict[str, float]]]], turns: int = 2) -> Table:
-    """The paper's columns per model: Accuracy@t1..tN, Delta(t1,t2), Delta i->c, Delta c->i (in %)."""
-    table = Table(title=title)
-    table.add_column("model")
-    for t in range(turns):
-        table.add_column(f"Acc@t{t + 1}", justify="right")
-    if turns > 1:
-        for col in ("Δ(t1,t2)", "Δ i→c", "Δ c→i", "fixed|wrong", "broken|right", "answer changed", "edit ratio"):
-            table.add_column(col, justify="right")
-    for name, m in rows:
-        cells = [name] + [_with_ci(m[f"accuracy@t{t + 1}"]) for t in range(turns)]
-        if turns > 1:
-            keys = ("delta", "i->c", "c->i", "fixed|wrong", "broken|right", "answer_changed", "edit_ratio")
-            cells += [_with_ci(m[f"{k}(t1,t2)"], signed=k == "delta") for k in keys]
-        table.add_row(*cells)
+PAIR_ROWS = (("Δ", "delta", True), ("Δ i→c", "i->c", False), ("Δ c→i", "c->i", False),
+             ("fixed|wrong", "fixed|wrong", False), ("broken|right", "broken|right", False),
+             ("answer changed", "answer_changed", False), ("fixed|changed", "fixed|changed", False),
+             ("edit ratio", "edit_ratio", False))
+
+
+def metric_rows(turns: int, keys: set[str]) -> list[list[tuple[str, str, bool]]]:
+    """The table's rows, in sections: accuracy at each attempt; for every consecutive pair of
+    attempts Δ, i→c, c→i and how the later attempt changed; Δ(t1,tN) for N > 2; then any majority
+    vote or pass@k. Each row is (label, metrics key, signed)."""
+    sections = [[(f"Acc@t{t}", f"accuracy@t{t}", False) for t in range(1, turns + 1)]]
+    for a in range(1, turns):
+        tag = f"(t{a},t{a + 1})"
+        sections.append([(f"{label}{tag}" if label != "Δ" else f"Δ{tag}", f"{key}{tag}", signed)
+                         for label, key, signed in PAIR_ROWS])
+    if turns > 2:
+        sections.append([(f"Δ(t1,t{turns})", f"delta(t1,t{turns})", True)])
+    attempts = {f"t{t}" for t in range(1, turns + 1)}
+    extra = sorted((k for k in keys if k.startswith(("maj@", "pass@")) and k.split("@")[-1] in attempts),
+                   key=lambda k: (k.split("@")[0], int(k.split("@")[1]) if k.split("@")[1].isdigit() else 0,
+                                  k.split("@")[-1]))
+    if extra:
+        sections.append([(k, k, False) for k in extra])
+    return sections
+
+
+def results_table(title: str, rows: Sequence[tuple[str, dict[str, dict[str, float]]]], turns: int = 2, *,
+                  ci: bool = False) -> Table:
+    """The paper's metrics in %, a column per model (or benchmark) and a row per metric: tall rather
+    than wide, so every attempt pair of any --turns fits 80 columns. `ci` adds the 95% intervals."""
+    from score_cli.compare import short_names
+
+    table = Table(title=title, box=box.SIMPLE_HEAD, title_justify="left")
+    table.add_column("metric (%)" + (", 95% CI" if ci else ""), no_wrap=True)
+    for name in short_names([name for name, _ in rows]):  # a long name breaks after its "/", not mid-word
+        table.add_column(name.replace("/", "/\n") if len(name) > 12 else name, justify="right", overflow="fold")
+    keys = set().union(*(m for _, m in rows)) if rows else set()
+    sections = metric_rows(turns, keys)
+    for s, section in enumerate(sections):
+        for i, (label, key, signed) in enumerate(section):
+            cells = [_cell(m.get(key), signed, ci) for _, m in rows]
+            table.add_row(label, *cells, end_section=i == len(section) - 1 and s < len(sections) - 1)
     return table
 
 
-def _with_ci(e: dict[str, float], signed: bool = False) -> str:
+def _cell(e: dict[str, float] | None, signed: bool, ci: bool) -> str:
+    if not e or e["value"] != e["value"]:  # not measured, or undefined (e.g. broken|right with no right answer)
+        return "–"
     v = f"{100 * e['value']:+.1f}" if signed else pct(e["value"])
-    return f"{v} [{pct(e['low'])}, {pct(e['high'])}]"
+    return f"{v}\n[{pct(e['low'])}, {pct(e['high'])}]" if ci else v  # the interval under the value: narrow
+
+
+def compare_table(rows: Sequence[dict]) -> Table:
+    """`score compare`'s runs side by side (rows from `compare.comparison`), metrics in %."""
+    from score_cli.compare import cell, headers
+
+    cols = headers(rows)
+    table = Table(box=box.SIMPLE_HEAD)
+    for c in cols:
+        numeric = c not in ("run", "model", "bench")
+        table.add_column(c, justify="right" if numeric else "left", overflow="fold", no_wrap=numeric)
+    for r in rows:
+        table.add_row(*(cell(r, c) for c in cols))
+    return table
+
+
+def env_lines(report: dict[str, str]) -> str:
+    """`score env`'s report as lines to paste into an issue."""
+    return "Copy-paste the following into a bug report:\n\n" + "\n".join(f"- {k}: {v}" for k, v in report.items())
 
 
 def training_progress():

@@ -15,7 +15,8 @@ from score_cli.code_task import (
     mbpp_problem,
 )
 from score_cli.errors import ScoreError
-from score_cli.tasks import CODE_INSTRUCTION, Problem, load_task
+from score_cli.tasks import CODE_INSTRUCTION, Problem
+from score_cli.tasks.registry import load_task
 
 
 @pytest.fixture(scope="module")
@@ -321,3 +322,40 @@ def test_humaneval_from_a_data_file(tmp_path, humaneval):
     sols = [p.meta["canonical_solution"] for p in list(humaneval.values())[:3]]
     assert all(g.correct for g in task.grade(problems, sols))
     assert not any(g.correct for g in task.grade(problems, ["    pass\n"] * 3))
+
+
+# --------------------------------------------------------------------------- failure reasons
+
+
+def test_failure_reasons_per_attempt(he0):
+    outputs = {
+        None: f"```python\n{GOOD}```",
+        "failed assert": f"```python\n{BAD}```",
+        "syntax error": "```python\ndef has_close_elements(numbers, threshold)\n    return True\n```",
+        "ZeroDivisionError": "```python\ndef has_close_elements(numbers, threshold):\n    return 1 / 0\n```",
+        "timeout": "```python\ndef has_close_elements(numbers, threshold):\n    while True: pass\n```",
+        "memory": "```python\nhog = bytearray(8 * 1024 ** 3)\n```",
+        "ModuleNotFoundError": "```python\nimport no_such_module\n```",
+        "exited before the tests": "```python\nimport sys\nsys.exit(0)\n```",
+        "no code": "",
+    }
+    grades = CodeTask("humaneval", timeout=2, memory_mb=512).grade([he0] * len(outputs), list(outputs.values()))
+    assert [g.reason for g in grades] == list(outputs)
+    assert [g.correct for g in grades] == [True] + [False] * (len(outputs) - 1)
+
+
+def test_eval_rows_carry_reasons_and_pass_at_k(he0, tmp_path, char_tokenizer, scripted):
+    from score_cli.evaluate import EvalConfig, evaluate
+    from score_cli.rollout import Decoding
+
+    bad = f"```python\n{BAD}```"
+    good = f"```python\n{GOOD}```"
+    script = {he0.question: [[good, good], [bad, good], [bad, bad]]}  # 3 samples x 2 attempts
+    res = evaluate(EvalConfig(model="scripted", bench="humaneval", limit=1, samples=3, output_dir=str(tmp_path / "o"),
+                              decoding=Decoding(temperature=1.0)),
+                   tokenizer=char_tokenizer, generator=scripted(char_tokenizer, script, CODE_INSTRUCTION))
+    m = {k: v["value"] for k, v in res.metrics.items()}
+    assert m["pass@1@t1"] == pytest.approx(1 / 3) and m["pass@3@t1"] == 1.0
+    assert m["pass@1@t2"] == pytest.approx(2 / 3) and m["accuracy@t1"] == pytest.approx(1 / 3)
+    reasons = [[a["reason"] for a in chain] for chain in res.rows[0]["chains"]]
+    assert reasons == [[None, None], ["failed assert", None], ["failed assert", "failed assert"]]

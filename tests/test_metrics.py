@@ -106,3 +106,32 @@ def test_several_samples_and_turns():
     # majority: p0 t1 votes "1" (wrong), t3 votes "2" (right); p1 t1 "a" (wrong), t3 "a" (wrong)
     assert v["maj@3@t1"] == 0 and v["maj@3@t2"] == pytest.approx(1 / 2) and v["maj@3@t3"] == pytest.approx(1 / 2)
     assert not math.isnan(m["accuracy@t1"]["low"])
+
+
+def test_pass_at_k_unbiased_estimator_by_hand():
+    from score_cli.metrics import pass_at_k
+
+    assert pass_at_k(5, 2, 2) == pytest.approx(1 - 3 / 10)  # 1 - C(3,2)/C(5,2)
+    assert pass_at_k(10, 3, 1) == pytest.approx(0.3)  # pass@1 is the share correct
+    assert pass_at_k(10, 3, 5) == pytest.approx(1 - 21 / 252)  # 1 - C(7,5)/C(10,5)
+    assert pass_at_k(4, 0, 4) == 0.0 and pass_at_k(4, 4, 1) == 1.0
+    assert pass_at_k(3, 1, 3) == 1.0  # fewer wrong samples than k: some correct one is always drawn
+    with pytest.raises(ValueError):
+        pass_at_k(3, 1, 4)
+
+
+def test_pass_at_k_metrics_per_attempt():
+    from score_cli.metrics import pass_at_k_metrics
+
+    # 2 problems x 5 samples x 2 attempts: problem A 2 of 5 right at t1, 5 at t2; problem B 0, then 1
+    a = [[1, 1], [1, 1], [0, 1], [0, 1], [0, 1]]
+    b = [[0, 0], [0, 0], [0, 1], [0, 0], [0, 0]]
+    m = pass_at_k_metrics([a, b])
+    assert sorted(m) == ["pass@1@t1", "pass@1@t2", "pass@5@t1", "pass@5@t2"]
+    assert m["pass@1@t1"]["value"] == pytest.approx((2 / 5 + 0) / 2)
+    assert m["pass@5@t1"]["value"] == pytest.approx(0.5) and m["pass@5@t2"]["value"] == pytest.approx(1.0)
+    assert m["pass@1@t2"]["value"] == pytest.approx((1 + 1 / 5) / 2)
+    k2 = pass_at_k_metrics([a, b], ks=[2])["pass@2@t1"]
+    assert k2["value"] == pytest.approx((1 - 3 / 10 + 0) / 2) and k2["low"] <= k2["value"] <= k2["high"]
+    one = pass_at_k_metrics([[[1]], [[0]], [[1]]])  # one sample: pass@1 is accuracy, with Wilson's interval
+    assert list(one) == ["pass@1@t1"] and one["pass@1@t1"] == wilson(2, 3).as_dict()

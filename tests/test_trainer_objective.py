@@ -258,6 +258,8 @@ def test_trainer_batch_advantages_kl_and_loss(stage, tiny_model_dir, tmp_path, s
     # behaviour collapse: Q0, Q1, Q3 change their answer, Q2 repeats attempt 1 word for word
     logged = trainer._metrics["train"]
     assert logged["answer_changed"][-1] == pytest.approx(3 / 4) and logged["zero_edit"][-1] == pytest.approx(1 / 4)
+    # ... by attempt 1: both wrong first attempts (Q0, Q3) change, one of the two right ones (Q1)
+    assert logged["changed_after_wrong"][-1] == 1.0 and logged["changed_after_right"][-1] == 0.5
     if stage == 1:
         A1, A2 = [0.0] * 8, rloo(r2, 2)
         kl1 = 0.1
