@@ -32,13 +32,17 @@ def retry_accuracy(samples: Path) -> dict[str, float]:
     independent retry the two are equal (the solver's accuracy); a retry that leans on y1 is right
     far more often after a right y1 than after a wrong one."""
     right, wrong = [0, 0], [0, 0]
+    seen = {True: [0, 0], False: [0, 0]}  # first attempt right/wrong -> [answer changed, all]
     for line in samples.read_text().splitlines():
         for a, b in json.loads(line)["chains"]:
+            seen[a["correct"]][0] += a["answer"] != b["answer"]
+            seen[a["correct"]][1] += 1
             if a["text"] != b["text"]:
                 counts = right if a["correct"] else wrong
                 counts[0] += b["correct"]
                 counts[1] += 1
-    return {"new|R": right[0] / max(right[1], 1), "new|W": wrong[0] / max(wrong[1], 1)}
+    return {"new|R": right[0] / max(right[1], 1), "new|W": wrong[0] / max(wrong[1], 1),
+            "chg|R": seen[True][0] / max(seen[True][1], 1), "chg|W": seen[False][0] / max(seen[False][1], 1)}
 
 
 def toy_settings(data: dict, training: dict):
@@ -63,6 +67,49 @@ def probe(model: str, seed: int = 0) -> dict[str, float]:
     row = {name: metrics[key]["value"] for name, key in COLUMNS}
     row.update(retry_accuracy(Path(model) / "probe-eval" / "samples.jsonl"))
     (Path(model) / "probe.json").write_text(json.dumps(row, indent=1))
+    return row
+
+
+def verify(model: str) -> dict[str, float]:
+    """The base's latent judging skill: on the first attempts of `probe`'s samples, ask the toy's
+    verification question and read the greedy verdict. P(yes | y1 right) and P(yes | y1 wrong); a
+    model that can tell them apart holds the signal Stage II needs to learn *when* to change."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from score_cli.rollout import Decoding, HFGenerator, end_of_turn_id, first_attempt_ids, instruction_ids, left_pad
+    from score_cli.tasks import Problem
+    from score_cli.toy import VERIFY_INSTRUCTION, ToyTask, build_char_tokenizer
+
+    tok = build_char_tokenizer()
+    tok.padding_side = "left"
+    lm = AutoModelForCausalLM.from_pretrained(model).eval()
+    eos, ask = end_of_turn_id(tok), instruction_ids(tok, VERIFY_INSTRUCTION)
+    inputs, right = [], []
+    for line in (Path(model) / "probe-eval" / "samples.jsonl").read_text().splitlines():
+        row = json.loads(line)
+        x1 = first_attempt_ids(tok, ToyTask(), Problem(id="", question=row["question"], answer=""))
+        for a, _ in row["chains"]:
+            inputs.append([*x1, *tok(a["text"], add_special_tokens=False)["input_ids"], eos, *ask])
+            right.append(a["correct"])
+    torch.manual_seed(0)
+    gen = HFGenerator(lm, tok, Decoding(max_new_tokens=4, temperature=0.0, batch_size=128), reuse_cache=False)
+    says_yes = [tok.decode(o, skip_special_tokens=True).startswith("yes") for o in gen(inputs)[0]]
+    yes_r = [y for y, r in zip(says_yes, right, strict=True) if r]
+    yes_w = [y for y, r in zip(says_yes, right, strict=True) if not r]
+    # P("y") as the verdict's first token: does it rank right first attempts above wrong ones (AUC)?
+    y_id, p_yes = tok("y", add_special_tokens=False)["input_ids"][0], []
+    with torch.no_grad():
+        for start in range(0, len(inputs), 128):
+            ids, mask = left_pad(inputs[start : start + 128], tok.pad_token_id)
+            p_yes += torch.softmax(lm(input_ids=ids, attention_mask=mask).logits[:, -1].float(), -1)[:, y_id].tolist()
+    pr = [p for p, r in zip(p_yes, right, strict=True) if r]
+    pw = [p for p, r in zip(p_yes, right, strict=True) if not r]
+    auc = sum((a > b) + 0.5 * (a == b) for a in pr for b in pw) / max(len(pr) * len(pw), 1)
+    row = {"yes|R": sum(yes_r) / max(len(yes_r), 1), "yes|W": sum(yes_w) / max(len(yes_w), 1),
+           "accuracy": sum(y == r for y, r in zip(says_yes, right, strict=True)) / len(right),
+           "P(yes)|R": sum(pr) / max(len(pr), 1), "P(yes)|W": sum(pw) / max(len(pw), 1), "AUC": auc}
+    print(f"{model} | " + " | ".join(f"{k} {100 * v:.1f}" for k, v in row.items()), flush=True)
     return row
 
 
@@ -110,7 +157,7 @@ def rl(base: str, out: str, steps: int, seed: int, methods: list[str], sets: lis
     root = Path(out)
     root.mkdir(parents=True, exist_ok=True)
     (root / "recipe.yaml").write_text(yaml.safe_dump(recipe))
-    print("model | " + " | ".join(name for name, _ in COLUMNS) + " | new|R | new|W")
+    print("model | " + " | ".join(name for name, _ in COLUMNS) + " | new|R | new|W | chg|R | chg|W")
     for method in methods:
         model = run_method(method, Path(base), root, seed, str(root / "recipe.yaml"), steps)
         for m in ([model.parent / "stage1"] if method in ("SCoRe", "SCoRe (alpha=0)") else []) + [model]:
@@ -135,6 +182,8 @@ def main(argv: list[str]) -> None:
     c.add_argument("--data", default="{}")
     c.add_argument("--training", default="{}")
     c.add_argument("--every", type=int, default=200)
+    v = sub.add_parser("verify")
+    v.add_argument("models", nargs="+")
     r = sub.add_parser("rl")
     r.add_argument("base")
     r.add_argument("out")
@@ -145,6 +194,8 @@ def main(argv: list[str]) -> None:
     args = ap.parse_args(argv)
     if args.cmd == "curve":
         return curve(args.out, args.seed, json.loads(args.data), json.loads(args.training), args.every)
+    if args.cmd == "verify":
+        return [verify(m) for m in args.models] and None
     if args.cmd == "rl":
         logging.basicConfig(level=logging.WARNING)
         return rl(args.base, args.out, args.steps, args.seed, args.methods.split(","), args.set)
@@ -154,7 +205,7 @@ def main(argv: list[str]) -> None:
         build(args.out, args.seed, json.loads(args.data), json.loads(args.training))
         if not args.probe:
             return
-    print("model | " + " | ".join(name for name, _ in COLUMNS) + " | new|R | new|W")
+    print("model | " + " | ".join(name for name, _ in COLUMNS) + " | new|R | new|W | chg|R | chg|W")
     for m in models:
         row = probe(m)
         print(f"{m} | " + " | ".join(f"{100 * v:.1f}" for v in row.values()), flush=True)
