@@ -225,10 +225,20 @@ class NoisySolver:
             return self._places(a, op, b, rng)
         if self.method != "columns":
             raise ValueError(f"method must be 'columns' or 'places', got {self.method!r}")
+        return self.resume(a, op, b, [], rng)
+
+    def resume(self, a: int, op: str, b: int, kept: list[str], rng: random.Random | None = None) -> str:
+        """A column-method solution whose first lines are `kept` (another attempt's, as written,
+        mistakes and all) and whose remaining columns this solver works afresh from the carry and
+        digits those lines wrote: a second attempt that keeps part of the first and redoes the rest."""
         width = max(len(str(a)), len(str(b)))
         da, db = str(a).zfill(width)[::-1], str(b).zfill(width)[::-1]
-        lines, so_far, carry = [], "", 0
-        for i in range(width):
+        lines, so_far, carry = list(kept), "", 0
+        if kept:
+            expr, rest = kept[-1].split("=", 1)
+            written, so_far = rest.split(" ", 1)
+            carry = int(written) // 10 if op == "+" else int(int(expr.split("-")[0]) >= 10)
+        for i in range(len(kept), width):
             x, y = int(da[i]), int(db[i])
             c = 0 if carry and rng is not None and rng.random() < self.drop else carry
             slip = rng is not None and rng.random() < self.slip
@@ -295,6 +305,11 @@ class ToyData:
     at y1's correctness, so the data shows how to write a second attempt but never which first
     attempts to fix.
 
+    With `keep_prefix` a new try keeps y1's first k column lines, k drawn uniformly from 0 (a
+    fresh start) to all but the last, and redoes the remaining columns from what they wrote, as a
+    person who reworks a solution from some line on; k never looks at where y1 went wrong, so
+    whether to keep a line (it is right) or redo it is left for RL to learn (columns method only).
+
     With probability `verify` the conversation is instead [question, y1, "Is the solution above
     right?", verdict]: "yes", or "no: line k" naming y1's first wrong line. That is a judging skill
     (the paper's base models can say whether a solution is right when asked) that is never followed
@@ -307,6 +322,7 @@ class ToyData:
     two_turn: float = 0.5
     retry_marker: str = ""
     verify: float = 0.0
+    keep_prefix: bool = False
 
     def conversation(self, rng: random.Random, problem: tuple[int, str, int] | None = None) -> dict:
         """One conversation about a random train problem, or about `problem` = (a, op, b)."""
@@ -321,6 +337,11 @@ class ToyData:
             row["copied"] = copied
             if copied:
                 row["y2"] = y1
+            elif self.keep_prefix:
+                lines = y1.splitlines()[:-1]  # the column lines, without the final-answer line
+                row["kept"] = rng.randrange(len(lines))
+                retry = self.second.resume(a, op, b, lines[: row["kept"]], rng)
+                row["y2"] = f"{self.retry_marker}\n{retry}" if self.retry_marker else retry
             else:
                 retry = self.second.solve(a, op, b, rng)
                 row["y2"] = f"{self.retry_marker}\n{retry}" if self.retry_marker else retry

@@ -197,6 +197,33 @@ def test_second_attempts_do_not_depend_on_first_attempt_correctness(data):
     assert abs(sum(fresh_gaps) / len(fresh_gaps)) < 0.05, fresh_gaps
 
 
+def test_resumed_solutions_keep_the_first_lines_and_redo_the_rest():
+    """`resume` continues from the carry and digits the kept lines wrote: from gold lines a clean
+    solver ends at the gold solution; from a slipped line it follows the slip, as a person would."""
+    clean = NoisySolver()
+    for a, op, b in [(482, "+", 397), (812, "-", 67), (25, "+", 607), (100, "-", 1), (999, "+", 1)]:
+        gold = clean.solve(a, op, b)
+        lines = gold.splitlines()[:-1]
+        assert all(clean.resume(a, op, b, lines[:k]) == gold for k in range(len(lines) + 1))
+    slipped = ["8+4=12 2", "4+8+1=14 42"]  # 348+484 with a slip in the tens (13 written as 14)
+    assert clean.resume(348, "+", 484, slipped) == "\n".join([*slipped, "3+4+1=8 842", "The final answer is $842$."])
+
+
+def test_kept_lines_do_not_depend_on_first_attempt_correctness():
+    """With keep_prefix a new try keeps y1's first k lines, k uniform and blind to where y1 went
+    wrong: the share of kept lines is the same after a right and after a wrong first attempt."""
+    data = ToyData(two_turn=1.0, copy=0.0, keep_prefix=True, first=NoisySolver(drop=0.1, slip=0.15),
+                   second=NoisySolver(drop=0.1, slip=0.15))
+    rows = toy_conversations(4000, seed=3, data=data)
+    three = [r for r in rows if len(r["y1"].splitlines()) == 4]  # three column lines: k in {0, 1, 2}
+    right = [r["kept"] for r in three if final_answer(r["y1"]) == r["answer"]]
+    wrong = [r["kept"] for r in three if final_answer(r["y1"]) != r["answer"]]
+    assert min(len(right), len(wrong)) > 500 and set(right) == set(wrong) == {0, 1, 2}
+    assert abs(sum(right) / len(right) - sum(wrong) / len(wrong)) < 0.08
+    for r in three:  # the kept lines are y1's, word for word
+        assert r["y2"].splitlines()[: r["kept"]] == r["y1"].splitlines()[: r["kept"]]
+
+
 def _carries(solution: str) -> int:
     """Columns that take a carry or borrow: their line reads "x+y+1=..." or "x-y-1=..."."""
     return sum(line.count("+") + line.count("-") == 2 for line in solution.splitlines())
