@@ -237,11 +237,12 @@ class SCoReConfig(GRPOConfig):
         share = self.base_attempt_share
         if not 0.0 <= share <= 1.0:
             raise ValueError(f"base_attempt_share must be in [0, 1], got {share}")
-        if share > 0 and self.stage != 2:
-            raise ValueError("base_attempt_share applies to Stage II only (Stage I holds attempt 1 at the base by "
-                             "its KL): remove it or use stage 2")
-        if share > 0 and self.single_turn:
-            raise ValueError("base_attempt_share needs two attempts: it cannot be used with single_turn")
+        if share > 0 and (self.stage != 2 or self.single_turn):
+            # Like alpha, a Stage II setting that one recipe can carry for both stages: Stage I holds
+            # attempt 1 at the base by its KL anyway, and one attempt has no first attempt to take.
+            log.warning("base_attempt_share %s is not used in %s (Stage II with two attempts only)", share,
+                           "Stage I" if self.stage != 2 else "single-turn training")
+            self.base_attempt_share = share = 0.0
         if share > 0 and self.use_vllm:
             raise ValueError("base_attempt_share is not supported with use_vllm (the base model is not loaded in "
                              "vLLM): use transformers generation or base_attempt_share 0")

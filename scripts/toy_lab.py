@@ -2,6 +2,8 @@
 
     python scripts/toy_lab.py build OUT --seed 0 --data '{"retry_marker": "Redo:"}' --training '{"steps": 1500}'
     python scripts/toy_lab.py probe OUT [OUT ...]
+    python scripts/toy_lab.py verify OUT [OUT ...]          # the base's judging skill (AUC)
+    python scripts/toy_lab.py verify-drill OUT --steps 800  # can more verification data teach it?
     python scripts/toy_lab.py rl BASE OUT --steps 40 --seed 0 --methods SCoRe,"Stage II only" --set beta1=0.05
 
 `rl` trains methods of `make repro` (its names) from BASE with recipes/toy.yaml changed by `--set`,
@@ -113,6 +115,66 @@ def verify(model: str) -> dict[str, float]:
     return row
 
 
+def verify_drill(model: str, steps: int, lr: float, every: int = 100, n: int = 300) -> None:
+    """Can the judging skill be taught at all? Train `model` further on verification conversations
+    only (the solver's first attempts, drop 0.1 / slip 0.15) and print the verdict's AUC on `n`
+    fresh solver attempts at test problems every `every` steps. Nothing is saved."""
+    import random
+
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from score_cli.rollout import end_of_turn_id, first_attempt_ids, instruction_ids, left_pad
+    from score_cli.toy import (
+        GOLD,
+        VERIFY_INSTRUCTION,
+        NoisySolver,
+        ToyData,
+        ToyTask,
+        _batches,
+        build_char_tokenizer,
+        toy_problems,
+        verdict,
+    )
+
+    torch.set_num_threads(1)
+    tok, solver = build_char_tokenizer(), NoisySolver(drop=0.1, slip=0.15)
+    lm = AutoModelForCausalLM.from_pretrained(model)
+    eos, ask, rng = end_of_turn_id(tok), instruction_ids(tok, VERIFY_INSTRUCTION), random.Random(0)
+    inputs, right = [], []
+    for p in toy_problems("test", n=n):
+        a, op, b = p.meta["a"], p.meta["op"], p.meta["b"]
+        y1 = solver.solve(a, op, b, rng)
+        y1_ids = tok(y1, add_special_tokens=False)["input_ids"]
+        inputs.append([*first_attempt_ids(tok, ToyTask(), p), *y1_ids, eos, *ask])
+        right.append(verdict(y1, GOLD.solve(a, op, b)) == "yes")
+    y_id = tok("y", add_special_tokens=False)["input_ids"][0]
+
+    def auc() -> float:
+        lm.eval()
+        with torch.no_grad():
+            ids, mask = left_pad(inputs, tok.pad_token_id)
+            p_yes = torch.softmax(lm(input_ids=ids, attention_mask=mask).logits[:, -1].float(), -1)[:, y_id].tolist()
+        lm.train()
+        pr = [q for q, r in zip(p_yes, right, strict=True) if r]
+        pw = [q for q, r in zip(p_yes, right, strict=True) if not r]
+        return sum(x > y for x in pr for y in pw) / max(len(pr) * len(pw), 1)
+
+    batches = _batches(tok, ToyData(first=solver, second=solver, verify=1.0), random.Random(1), 16)
+    opt = torch.optim.AdamW(lm.parameters(), lr=lr)
+    print(f"step 0: AUC {auc():.3f}", flush=True)
+    lm.train()
+    for step in range(1, steps + 1):
+        ids, mask, labels = next(batches)
+        loss = lm(input_ids=ids, attention_mask=mask, labels=labels).loss
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(lm.parameters(), 1.0)
+        opt.step()
+        if step % every == 0:
+            print(f"step {step}: loss {loss.item():.4f}  AUC {auc():.3f}", flush=True)
+
+
 def curve(out: str, seed: int, data: dict, training: dict, every: int, n: int = 100) -> None:
     """Train like `build` and print attempt 1's accuracy (greedy and sampled) on `n` test problems
     every `every` steps: how fast the model learns the arithmetic itself."""
@@ -184,6 +246,10 @@ def main(argv: list[str]) -> None:
     c.add_argument("--every", type=int, default=200)
     v = sub.add_parser("verify")
     v.add_argument("models", nargs="+")
+    d = sub.add_parser("verify-drill")
+    d.add_argument("model")
+    d.add_argument("--steps", type=int, default=800)
+    d.add_argument("--lr", type=float, default=3e-4)
     r = sub.add_parser("rl")
     r.add_argument("base")
     r.add_argument("out")
@@ -196,6 +262,8 @@ def main(argv: list[str]) -> None:
         return curve(args.out, args.seed, json.loads(args.data), json.loads(args.training), args.every)
     if args.cmd == "verify":
         return [verify(m) for m in args.models] and None
+    if args.cmd == "verify-drill":
+        return verify_drill(args.model, args.steps, args.lr)
     if args.cmd == "rl":
         logging.basicConfig(level=logging.WARNING)
         return rl(args.base, args.out, args.steps, args.seed, args.methods.split(","), args.set)

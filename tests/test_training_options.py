@@ -27,8 +27,6 @@ BASE_SCRIPT = {q: ["7", "no"] for q in QUESTIONS}  # the base model's attempt 1 
 @pytest.mark.parametrize(("kwargs", "message"), [
     ({"stage": 2, "base_attempt_share": 1.5}, "base_attempt_share must be in [0, 1]"),
     ({"stage": 2, "base_attempt_share": -0.1}, "base_attempt_share must be in [0, 1]"),
-    ({"stage": 1, "base_attempt_share": 0.5}, "applies to Stage II only"),
-    ({"stage": 2, "single_turn": True, "base_attempt_share": 0.5}, "needs two attempts"),
     ({"stage": 2, "use_vllm": True, "base_attempt_share": 0.5}, "not supported with use_vllm"),
     ({"select_checkpoint": "best"}, "select_checkpoint must be one of"),
     ({"select_checkpoint": "delta", "heldout_problems": 0}, "needs held-out problems"),
@@ -40,6 +38,14 @@ def test_bad_values_are_refused_in_one_line(tmp_path, kwargs, message):
     with pytest.raises(ValueError) as e:
         SCoReConfig(output_dir=str(tmp_path), report_to="none", **kwargs)
     assert message in str(e.value) and "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("kwargs", [{"stage": 1}, {"stage": 2, "single_turn": True}], ids=["stage1", "single-turn"])
+def test_base_attempt_share_is_a_stage2_setting_one_recipe_carries(tmp_path, kwargs, caplog):
+    """Like alpha, it is read by Stage II with two attempts only; elsewhere it is not used, and says so."""
+    cfg = SCoReConfig(output_dir=str(tmp_path), report_to="none", base_attempt_share=0.5, **kwargs)
+    assert cfg.base_attempt_share == 0.0 and "base_attempt_share 0.5 is not used" in caplog.text
+    assert SCoReConfig(output_dir=str(tmp_path), report_to="none", stage=2, base_attempt_share=0.5).base_attempt_share == 0.5
 
 
 def test_defaults_and_options(tmp_path):
