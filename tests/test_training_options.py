@@ -45,7 +45,8 @@ def test_base_attempt_share_is_a_stage2_setting_one_recipe_carries(tmp_path, kwa
     """Like alpha, it is read by Stage II with two attempts only; elsewhere it is not used, and says so."""
     cfg = SCoReConfig(output_dir=str(tmp_path), report_to="none", base_attempt_share=0.5, **kwargs)
     assert cfg.base_attempt_share == 0.0 and "base_attempt_share 0.5 is not used" in caplog.text
-    assert SCoReConfig(output_dir=str(tmp_path), report_to="none", stage=2, base_attempt_share=0.5).base_attempt_share == 0.5
+    stage2 = SCoReConfig(output_dir=str(tmp_path), report_to="none", stage=2, base_attempt_share=0.5)
+    assert stage2.base_attempt_share == 0.5
 
 
 def test_defaults_and_options(tmp_path):
