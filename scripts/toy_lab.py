@@ -6,8 +6,8 @@
     python scripts/toy_lab.py verify-drill OUT --steps 800  # can more verification data teach it?
     python scripts/toy_lab.py rl BASE OUT --steps 40 --seed 0 --methods SCoRe,"Stage II only" --set beta1=0.05
 
-`rl` trains methods of `make repro` (its names) from BASE with recipes/toy.yaml changed by `--set`,
-and probes each (Stage I too).
+`rl` trains methods of `make repro` (its names, or "Stage I" alone) from BASE with recipes/toy.yaml
+changed by `--set`, and probes each (Stage I too).
 `build` trains a toy base model with the given `ToyData` / `ToyTraining` fields (JSON; solver fields
 as {"first": {"drop": 0.2, "slip": 0.05}}). `probe` evaluates models like `make demo` does (300
 held-out test problems x 4 samples at temperature 1, two attempts) and prints the columns that say
@@ -221,6 +221,14 @@ def rl(base: str, out: str, steps: int, seed: int, methods: list[str], sets: lis
     (root / "recipe.yaml").write_text(yaml.safe_dump(recipe))
     print("model | " + " | ".join(name for name, _ in COLUMNS) + " | new|R | new|W | chg|R | chg|W")
     for method in methods:
+        if method == "Stage I":  # Stage I alone (e.g. the literal reading: --set gamma=1.0)
+            from score_cli.repro import ensure_stage
+
+            model = ensure_stage(1, root / f"seed{seed}" / "stage1", model=base, recipe=str(root / "recipe.yaml"),
+                                 overrides={"seed": seed, "max_steps": steps}, callbacks=None)
+            row = probe(str(model), seed)
+            print(f"{model} | " + " | ".join(f"{100 * v:.1f}" for v in row.values()), flush=True)
+            continue
         model = run_method(method, Path(base), root, seed, str(root / "recipe.yaml"), steps)
         for m in ([model.parent / "stage1"] if method in ("SCoRe", "SCoRe (alpha=0)") else []) + [model]:
             row = probe(str(m), seed)
