@@ -405,6 +405,10 @@ def stage2_cmd(
 ) -> None:
     """Stage II: multi-turn RL on both attempts with the alpha-scaled progress bonus; KL to the base."""
     check_stage_args_early(bench, model, dry_run)
+    if from_checkpoint:  # a wrong directory is one line before torch and trl are imported
+        from score_cli.models import stage1_output_record
+
+        stage1_output_record(from_checkpoint)
     from score_cli.train import TrainRequest
 
     setup_logging(verbose)

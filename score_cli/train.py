@@ -29,7 +29,7 @@ from score_cli import __version__
 from score_cli.config_options import DERIVED_FIELDS, config_fields
 from score_cli.errors import ScoreError
 from score_cli.files import atomic_write_json, atomic_write_text, check_output_is_dir
-from score_cli.models import check_model_source, read_run_record
+from score_cli.models import check_model_source, read_run_record, stage1_output_record
 
 log = logging.getLogger(__name__)
 
@@ -217,16 +217,7 @@ def resolve(req: TrainRequest) -> tuple[dict[str, Any], dict[str, Any], dict[str
         if req.model:
             raise ScoreError("pass either --from-checkpoint (a Stage I output) or --model (a base model), not both")
         src = from_checkpoint
-        if not Path(src).is_dir():
-            raise ScoreError(f"--from-checkpoint {src} does not exist: pass the output directory of `score stage1`")
-        record = read_run_record(src)
-        if record is None or record.get("stage") != 1:
-            what = "no score run record" if record is None else f"a Stage {record.get('stage')} output"
-            raise ScoreError(
-                f"{src} is not a Stage I output ({what}): pass the output directory of `score stage1`"
-            )
-        if not record.get("finished"):
-            raise ScoreError(f"Stage I in {src} did not finish: resume it with `score stage1 --resume` first")
+        record = stage1_output_record(src)
         lineage = {"base_model": record["base_model"], "policy_init": src, "stage1_record": record}
         data["model"] = src
         for k in ("bench", "data", "question_field", "answer_field"):  # same data as Stage I unless told

@@ -224,21 +224,25 @@ def test_max_new_tokens_is_clipped_to_the_context(short_context_model, data_file
 # ---------------------------------------------------------------------------------------------
 # Point 8: argument errors before any heavy import
 # ---------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("command", ["eval", "stage1"])
-def test_a_mistyped_bench_fails_at_once_without_importing_torch(command, tmp_path, monkeypatch):
+@pytest.mark.parametrize(("args", "message"), [
+    (["eval", "--bench", "tyo", "--model", "x"], "error: unknown benchmark 'tyo' (did you mean toy?)"),
+    (["stage1", "--bench", "tyo", "--model", "x"], "error: unknown benchmark 'tyo' (did you mean toy?)"),
+    (["stage2", "--from-checkpoint", "runs/s1-typo"], "error: --from-checkpoint runs/s1-typo does not exist"),
+], ids=["eval", "stage1", "stage2"])
+def test_a_mistyped_argument_fails_at_once_without_importing_torch(args, message, tmp_path, monkeypatch):
     from score_cli.config_options import field_specs
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     field_specs()  # the stage options' cache, as any earlier `score` run leaves it
     env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache"), "PYTHONPATH": str(ROOT)}
-    p = subprocess.run([sys.executable, "-X", "importtime", "-m", "score_cli", command, "--bench", "tyo",
-                        "--model", "x"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    p = subprocess.run([sys.executable, "-X", "importtime", "-m", "score_cli", *args],
+                       cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     imported = {line.rsplit("|", 1)[-1].strip() for line in p.stderr.splitlines() if line.startswith("import time:")}
     assert "score_cli.cli" in imported  # the import log is complete
     assert not {"torch", "transformers", "trl", "datasets"} & imported, sorted(imported)
     lines = [x for x in (p.stdout + p.stderr).splitlines() if x.strip() and not x.startswith("import time:")]
     assert p.returncode == 2 and len(lines) == 1, lines
-    assert lines[0].startswith("error: unknown benchmark 'tyo' (did you mean toy?)")
+    assert lines[0].startswith(message)
 
 
 def test_bench_list_errors_are_one_line():
