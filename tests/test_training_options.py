@@ -75,8 +75,6 @@ def test_cli_errors(tmp_path, tiny_model_dir, data_file):  # noqa: F811
     out = ["--output-dir", tmp_path / "o"]
     one_line_error(invoke("stage2", "--model", tiny_model_dir, "--data", data_file, "--base-attempt-share", 2, *out),
                    "base_attempt_share must be in [0, 1]")
-    one_line_error(invoke("stage1", "--model", tiny_model_dir, "--data", data_file, "--base-attempt-share", 0.5,
-                          *out), "Stage II only")
     one_line_error(invoke("stage1", "--model", tiny_model_dir, "--data", data_file, "--select-checkpoint", "delta",
                           "--heldout-problems", 12, *out), "leaves no training problems")
 
