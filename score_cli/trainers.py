@@ -241,7 +241,7 @@ class SCoReConfig(GRPOConfig):
             # Like alpha, a Stage II setting that one recipe can carry for both stages: Stage I holds
             # attempt 1 at the base by its KL anyway, and one attempt has no first attempt to take.
             log.warning("base_attempt_share %s is not used in %s (Stage II with two attempts only)", share,
-                           "Stage I" if self.stage != 2 else "single-turn training")
+                        "Stage I" if self.stage != 2 else "single-turn training")
             self.base_attempt_share = share = 0.0
         if share > 0 and self.use_vllm:
             raise ValueError("base_attempt_share is not supported with use_vllm (the base model is not loaded in "

@@ -72,6 +72,37 @@ def probe(model: str, seed: int = 0) -> dict[str, float]:
     return row
 
 
+def _verify_question(tok, problem, y1: str) -> list[int]:
+    """[x, y1, EOS, verification question]: the ids after which the verdict's first token comes."""
+    from score_cli.rollout import end_of_turn_id, first_attempt_ids, instruction_ids
+    from score_cli.toy import VERIFY_INSTRUCTION, ToyTask
+
+    y1_ids = tok(y1, add_special_tokens=False)["input_ids"]
+    return [*first_attempt_ids(tok, ToyTask(), problem), *y1_ids, end_of_turn_id(tok),
+            *instruction_ids(tok, VERIFY_INSTRUCTION)]
+
+
+def _p_yes(lm, tok, inputs: list[list[int]], batch: int = 128) -> list[float]:
+    """P("y"), the verdict's first token being "yes", after each of `inputs` (left-padded batches)."""
+    import torch
+
+    from score_cli.rollout import left_pad
+
+    y_id, out = tok("y", add_special_tokens=False)["input_ids"][0], []
+    with torch.no_grad():
+        for start in range(0, len(inputs), batch):
+            ids, mask = left_pad(inputs[start : start + batch], tok.pad_token_id)
+            out += torch.softmax(lm(input_ids=ids, attention_mask=mask).logits[:, -1].float(), -1)[:, y_id].tolist()
+    return out
+
+
+def _auc(scores: list[float], right: list[bool]) -> float:
+    """How often a right first attempt scores above a wrong one (ties count half); 0.5 is chance."""
+    pr = [q for q, r in zip(scores, right, strict=True) if r]
+    pw = [q for q, r in zip(scores, right, strict=True) if not r]
+    return sum((x > y) + 0.5 * (x == y) for x in pr for y in pw) / max(len(pr) * len(pw), 1)
+
+
 def verify(model: str) -> dict[str, float]:
     """The base's latent judging skill: on the first attempts of `probe`'s samples, ask the toy's
     verification question and read the greedy verdict. P(yes | y1 right) and P(yes | y1 wrong); a
@@ -79,38 +110,32 @@ def verify(model: str) -> dict[str, float]:
     import torch
     from transformers import AutoModelForCausalLM
 
-    from score_cli.rollout import Decoding, HFGenerator, end_of_turn_id, first_attempt_ids, instruction_ids, left_pad
+    from score_cli.rollout import Decoding, HFGenerator
     from score_cli.tasks import Problem
-    from score_cli.toy import VERIFY_INSTRUCTION, ToyTask, build_char_tokenizer
+    from score_cli.toy import build_char_tokenizer
 
     tok = build_char_tokenizer()
     tok.padding_side = "left"
     lm = AutoModelForCausalLM.from_pretrained(model).eval()
-    eos, ask = end_of_turn_id(tok), instruction_ids(tok, VERIFY_INSTRUCTION)
     inputs, right = [], []
     for line in (Path(model) / "probe-eval" / "samples.jsonl").read_text().splitlines():
         row = json.loads(line)
-        x1 = first_attempt_ids(tok, ToyTask(), Problem(id="", question=row["question"], answer=""))
+        problem = Problem(id="", question=row["question"], answer="")
         for a, _ in row["chains"]:
-            inputs.append([*x1, *tok(a["text"], add_special_tokens=False)["input_ids"], eos, *ask])
+            inputs.append(_verify_question(tok, problem, a["text"]))
             right.append(a["correct"])
     torch.manual_seed(0)
     gen = HFGenerator(lm, tok, Decoding(max_new_tokens=4, temperature=0.0, batch_size=128), reuse_cache=False)
     says_yes = [tok.decode(o, skip_special_tokens=True).startswith("yes") for o in gen(inputs)[0]]
-    yes_r = [y for y, r in zip(says_yes, right, strict=True) if r]
-    yes_w = [y for y, r in zip(says_yes, right, strict=True) if not r]
-    # P("y") as the verdict's first token: does it rank right first attempts above wrong ones (AUC)?
-    y_id, p_yes = tok("y", add_special_tokens=False)["input_ids"][0], []
-    with torch.no_grad():
-        for start in range(0, len(inputs), 128):
-            ids, mask = left_pad(inputs[start : start + 128], tok.pad_token_id)
-            p_yes += torch.softmax(lm(input_ids=ids, attention_mask=mask).logits[:, -1].float(), -1)[:, y_id].tolist()
-    pr = [p for p, r in zip(p_yes, right, strict=True) if r]
-    pw = [p for p, r in zip(p_yes, right, strict=True) if not r]
-    auc = sum((a > b) + 0.5 * (a == b) for a in pr for b in pw) / max(len(pr) * len(pw), 1)
-    row = {"yes|R": sum(yes_r) / max(len(yes_r), 1), "yes|W": sum(yes_w) / max(len(yes_w), 1),
+    p_yes = _p_yes(lm, tok, inputs)  # does it rank right first attempts above wrong ones (AUC)?
+
+    def mean_when(values: list, is_right: bool) -> float:
+        picked = [v for v, r in zip(values, right, strict=True) if r == is_right]
+        return sum(picked) / max(len(picked), 1)
+
+    row = {"yes|R": mean_when(says_yes, True), "yes|W": mean_when(says_yes, False),
            "accuracy": sum(y == r for y, r in zip(says_yes, right, strict=True)) / len(right),
-           "P(yes)|R": sum(pr) / max(len(pr), 1), "P(yes)|W": sum(pw) / max(len(pw), 1), "AUC": auc}
+           "P(yes)|R": mean_when(p_yes, True), "P(yes)|W": mean_when(p_yes, False), "AUC": _auc(p_yes, right)}
     print(f"{model} | " + " | ".join(f"{k} {100 * v:.1f}" for k, v in row.items()), flush=True)
     return row
 
@@ -124,41 +149,23 @@ def verify_drill(model: str, steps: int, lr: float, every: int = 100, n: int = 3
     import torch
     from transformers import AutoModelForCausalLM
 
-    from score_cli.rollout import end_of_turn_id, first_attempt_ids, instruction_ids, left_pad
-    from score_cli.toy import (
-        GOLD,
-        VERIFY_INSTRUCTION,
-        NoisySolver,
-        ToyData,
-        ToyTask,
-        _batches,
-        build_char_tokenizer,
-        toy_problems,
-        verdict,
-    )
+    from score_cli.toy import GOLD, NoisySolver, ToyData, _batches, build_char_tokenizer, toy_problems, verdict
 
     torch.set_num_threads(1)
     tok, solver = build_char_tokenizer(), NoisySolver(drop=0.1, slip=0.15)
     lm = AutoModelForCausalLM.from_pretrained(model)
-    eos, ask, rng = end_of_turn_id(tok), instruction_ids(tok, VERIFY_INSTRUCTION), random.Random(0)
-    inputs, right = [], []
+    rng, inputs, right = random.Random(0), [], []
     for p in toy_problems("test", n=n):
         a, op, b = p.meta["a"], p.meta["op"], p.meta["b"]
         y1 = solver.solve(a, op, b, rng)
-        y1_ids = tok(y1, add_special_tokens=False)["input_ids"]
-        inputs.append([*first_attempt_ids(tok, ToyTask(), p), *y1_ids, eos, *ask])
+        inputs.append(_verify_question(tok, p, y1))
         right.append(verdict(y1, GOLD.solve(a, op, b)) == "yes")
-    y_id = tok("y", add_special_tokens=False)["input_ids"][0]
 
     def auc() -> float:
         lm.eval()
-        with torch.no_grad():
-            ids, mask = left_pad(inputs, tok.pad_token_id)
-            p_yes = torch.softmax(lm(input_ids=ids, attention_mask=mask).logits[:, -1].float(), -1)[:, y_id].tolist()
+        score = _auc(_p_yes(lm, tok, inputs), right)
         lm.train()
-        pr = [q for q, r in zip(p_yes, right, strict=True) if r]
-        pw = [q for q, r in zip(p_yes, right, strict=True) if not r]
-        return sum(x > y for x in pr for y in pw) / max(len(pr) * len(pw), 1)
+        return score
 
     batches = _batches(tok, ToyData(first=solver, second=solver, verify=1.0), random.Random(1), 16)
     opt = torch.optim.AdamW(lm.parameters(), lr=lr)
