@@ -108,7 +108,7 @@ def check_model_early(model: str | None) -> None:
 def check_stage_args_early(bench: str | None, model: str | None, dry_run: bool) -> None:
     """A stage's mistyped --bench or model path is one line before torch and trl are imported."""
     if bench is not None:
-        from score_cli.evaluate import check_bench
+        from score_cli.tasks.registry import check_bench
 
         check_bench(bench)
     if not dry_run:

@@ -17,7 +17,6 @@ arguments in a fraction of a second.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import logging
 import os
 import platform
@@ -35,7 +34,7 @@ from score_cli.files import append_jsonl, atomic_write_json, atomic_write_jsonl,
 from score_cli.metrics import compute_metrics, pass_at_k_metrics, summary_row
 from score_cli.rollout import Decoding, HFGenerator, first_attempt_ids, instruction_ids, prompt_text, run_attempts
 from score_cli.tasks import Problem, PromptSpec, Task, apply_prompt
-from score_cli.tasks.registry import BENCHES, load_task
+from score_cli.tasks.registry import check_bench, load_task
 
 log = logging.getLogger(__name__)
 
@@ -199,14 +198,6 @@ def validate(cfg: EvalConfig) -> None:
     if cfg.backend not in ("transformers", "vllm"):
         raise ScoreError(f"unknown --backend '{cfg.backend}': use transformers or vllm")
     cfg.prompt.check()
-
-
-def check_bench(name: str) -> None:
-    """An unknown benchmark is one line naming the known ones (and the likely one, for a typo)."""
-    if name not in BENCHES:
-        close = difflib.get_close_matches(name, BENCHES, n=1)
-        hint = f" (did you mean {close[0]}?)" if close else ""
-        raise ScoreError(f"unknown benchmark '{name}'{hint}: choose one of {', '.join(BENCHES)}, or pass --data FILE")
 
 
 def parse_benches(benches: str, data: str | None) -> list[str]:

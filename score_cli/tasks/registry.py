@@ -9,12 +9,22 @@ none of them imports it, so `score_cli.tasks` itself does not offer `load_task`.
 
 from __future__ import annotations
 
+import difflib
+
 from score_cli.errors import ScoreError
 from score_cli.tasks.base import Problem, Task
 from score_cli.tasks.data import _rows_from_file, problems_from_rows
 from score_cli.tasks.math_task import MATH_BENCHES, MathTask, math_problems
 
 BENCHES = ("math", "gsm8k", "champ", "toy", "humaneval", "mbpp")
+
+
+def check_bench(name: str) -> None:
+    """An unknown benchmark is one line naming the known ones (and the likely one, for a typo)."""
+    if name not in BENCHES:
+        close = difflib.get_close_matches(name, BENCHES, n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        raise ScoreError(f"unknown benchmark '{name}'{hint}: choose one of {', '.join(BENCHES)}, or pass --data FILE")
 
 
 def load_task(
@@ -67,7 +77,8 @@ def _bench_task_only(bench: str) -> tuple[Task, None]:
         from score_cli.toy import ToyTask
 
         return ToyTask(), None
-    raise ScoreError(f"unknown benchmark '{bench}': choose one of {', '.join(BENCHES)}")
+    check_bench(bench)
+    raise AssertionError(f"benchmark {bench} is in BENCHES but has no loader")
 
 
 def _load_bench(bench: str, *, split: str, seed: int) -> tuple[Task, list[Problem]]:
@@ -81,4 +92,5 @@ def _load_bench(bench: str, *, split: str, seed: int) -> tuple[Task, list[Proble
         from score_cli.code_task import CodeTask, load_code_problems
 
         return CodeTask(bench), load_code_problems(bench, split=split)
-    raise ScoreError(f"unknown benchmark '{bench}': choose one of {', '.join(BENCHES)}")
+    check_bench(bench)
+    raise AssertionError(f"benchmark {bench} is in BENCHES but has no loader")
