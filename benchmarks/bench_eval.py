@@ -31,7 +31,7 @@ from score_cli.rollout import (
 )
 from score_cli.tasks import Problem
 from score_cli.tasks.math_task import MathTask
-from score_cli.toy import build_char_tokenizer, tiny_causal_lm
+from score_cli.toy_model import build_char_tokenizer, tiny_causal_lm
 
 
 def raw_generate_tokens_per_s(model, tok, inputs: list[list[int]], d: Decoding) -> tuple[float, int, list[list[int]]]:

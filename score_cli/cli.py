@@ -487,7 +487,7 @@ def toy_init_cmd(
     seed: Seed = 0,
 ) -> None:
     """Build a tokenizer and train the toy base model from scratch on CPU (saved with save_pretrained)."""
-    from score_cli.toy import train_toy_model
+    from score_cli.toy_model import train_toy_model
     from score_cli.ui import stdout
 
     setup_logging(True)

@@ -34,7 +34,7 @@ def recipe_path(name: str) -> str:
 
 
 def ensure_base(root: Path, seed: int = 0, on_step: Callable[[str], None] = lambda s: None) -> Path:
-    from score_cli.toy import train_toy_model
+    from score_cli.toy_model import train_toy_model
 
     base = root / "base"
     if (base / "toy_model.json").exists():

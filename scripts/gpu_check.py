@@ -37,7 +37,7 @@ def main(argv=None) -> dict:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from score_cli.tasks.registry import load_task
-    from score_cli.toy import build_char_tokenizer, tiny_causal_lm
+    from score_cli.toy_model import build_char_tokenizer, tiny_causal_lm
 
     tmp = tempfile.mkdtemp()
     model_dir = args.model

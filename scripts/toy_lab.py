@@ -49,14 +49,15 @@ def retry_accuracy(samples: Path) -> dict[str, float]:
 
 def toy_settings(data: dict, training: dict):
     """(ToyData, ToyTraining) from their JSON fields; solvers as {"first": {"drop": 0.2, ...}}."""
-    from score_cli.toy import NoisySolver, ToyData, ToyTraining
+    from score_cli.tasks.toy_task import NoisySolver
+    from score_cli.toy_model import ToyData, ToyTraining
 
     solvers = {k: NoisySolver(**data[k]) for k in ("first", "second") if k in data}
     return ToyData(**{**data, **solvers}), ToyTraining(**training)
 
 
 def build(out: str, seed: int, data: dict, training: dict) -> None:
-    from score_cli.toy import train_toy_model
+    from score_cli.toy_model import train_toy_model
 
     toy_data, toy_training = toy_settings(data, training)
     train_toy_model(out, seed=seed, data=toy_data, training=toy_training)
@@ -75,7 +76,8 @@ def probe(model: str, seed: int = 0) -> dict[str, float]:
 def _verify_question(tok, problem, y1: str) -> list[int]:
     """[x, y1, EOS, verification question]: the ids after which the verdict's first token comes."""
     from score_cli.rollout import end_of_turn_id, first_attempt_ids, instruction_ids
-    from score_cli.toy import VERIFY_INSTRUCTION, ToyTask
+    from score_cli.tasks.toy_task import ToyTask
+    from score_cli.toy_model import VERIFY_INSTRUCTION
 
     y1_ids = tok(y1, add_special_tokens=False)["input_ids"]
     return [*first_attempt_ids(tok, ToyTask(), problem), *y1_ids, end_of_turn_id(tok),
@@ -112,7 +114,7 @@ def verify(model: str) -> dict[str, float]:
 
     from score_cli.rollout import Decoding, HFGenerator
     from score_cli.tasks import Problem
-    from score_cli.toy import build_char_tokenizer
+    from score_cli.toy_model import build_char_tokenizer
 
     tok = build_char_tokenizer()
     tok.padding_side = "left"
@@ -149,7 +151,8 @@ def verify_drill(model: str, steps: int, lr: float, every: int = 100, n: int = 3
     import torch
     from transformers import AutoModelForCausalLM
 
-    from score_cli.toy import GOLD, NoisySolver, ToyData, _batches, build_char_tokenizer, toy_problems, verdict
+    from score_cli.tasks.toy_task import GOLD, NoisySolver, toy_problems
+    from score_cli.toy_model import ToyData, _batches, build_char_tokenizer, verdict
 
     torch.set_num_threads(1)
     tok, solver = build_char_tokenizer(), NoisySolver(drop=0.1, slip=0.15)
@@ -188,7 +191,8 @@ def curve(out: str, seed: int, data: dict, training: dict, every: int, n: int = 
     import torch
 
     from score_cli.rollout import Decoding, HFGenerator, first_attempt_ids, run_attempts
-    from score_cli.toy import ToyTask, build_char_tokenizer, toy_problems
+    from score_cli.tasks.toy_task import ToyTask, toy_problems
+    from score_cli.toy_model import build_char_tokenizer
 
     tok = build_char_tokenizer()
     tok.padding_side = "left"
@@ -207,7 +211,7 @@ def curve(out: str, seed: int, data: dict, training: dict, every: int, n: int = 
             accs.append(sum(g.correct for g in task.grade(problems, texts)) / n)
         print(f"step {step}: greedy {100 * accs[0]:.0f}%  sampled {100 * accs[1]:.0f}%", flush=True)
 
-    from score_cli.toy import train_toy_model
+    from score_cli.toy_model import train_toy_model
 
     toy_data, toy_training = toy_settings(data, training)
     train_toy_model(out, seed=seed, data=toy_data, training=toy_training, on_step=on_step, log_every=0)

@@ -15,7 +15,7 @@ torch.set_num_threads(1)  # tiny models: one thread is as fast, and immune to CP
 
 @pytest.fixture(scope="session")
 def char_tokenizer():
-    from score_cli.toy import build_char_tokenizer
+    from score_cli.toy_model import build_char_tokenizer
 
     return build_char_tokenizer()
 
@@ -23,7 +23,7 @@ def char_tokenizer():
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory, char_tokenizer):
     """A randomly initialised 2-layer Llama with the character tokenizer, saved like a hub model."""
-    from score_cli.toy import tiny_causal_lm
+    from score_cli.toy_model import tiny_causal_lm
 
     path = tmp_path_factory.mktemp("tiny-model")
     model = tiny_causal_lm(char_tokenizer, hidden=32, layers=2, heads=2, seed=0)

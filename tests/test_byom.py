@@ -78,8 +78,8 @@ def test_presets_template_system_prompt_and_instruction(tmp_path):
     assert t.plain_prompt(p) == "Be brief.\n\nQ: What is 1+1? Put it in \\boxed{}.\n\n"  # no chat template
 
     # under `paper` the toy and code tasks keep their own prompts; boxed does not fit code
-    from score_cli.code_task import CodeTask
-    from score_cli.toy import ToyTask
+    from score_cli.tasks.code_task import CodeTask
+    from score_cli.tasks.toy_task import ToyTask
 
     toy, code = ToyTask(), CodeTask("mbpp")
     assert apply_prompt(toy, PromptSpec()) is toy and apply_prompt(code, PromptSpec()) is code

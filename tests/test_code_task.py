@@ -7,15 +7,15 @@ import json
 
 import pytest
 
-from score_cli.code_task import (
+from score_cli.errors import ScoreError
+from score_cli.tasks import CODE_INSTRUCTION, Problem
+from score_cli.tasks.code_task import (
     MBPP_SHOTS,
     CodeTask,
     extract_code,
     load_code_problems,
     mbpp_problem,
 )
-from score_cli.errors import ScoreError
-from score_cli.tasks import CODE_INSTRUCTION, Problem
 from score_cli.tasks.registry import load_task
 
 

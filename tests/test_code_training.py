@@ -8,8 +8,8 @@ from transformers import AutoTokenizer
 from typer.testing import CliRunner
 
 from score_cli.cli import app
-from score_cli.code_task import CodeTask, mbpp_problem
 from score_cli.tasks import CODE_INSTRUCTION
+from score_cli.tasks.code_task import CodeTask, mbpp_problem
 from score_cli.trainers import SCoReConfig, SCoReTrainer
 
 ROWS = [

@@ -192,7 +192,7 @@ def test_fit_to_context():
 
 @pytest.fixture(scope="module")
 def short_context_model(tmp_path_factory, char_tokenizer):
-    from score_cli.toy import tiny_causal_lm
+    from score_cli.toy_model import tiny_causal_lm
 
     path = tmp_path_factory.mktemp("short-context")
     tiny_causal_lm(char_tokenizer, hidden=32, layers=2, heads=2, max_len=640, seed=0).save_pretrained(path)

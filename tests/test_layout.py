@@ -155,9 +155,9 @@ def _describe(cycles: list[list[str]]) -> str:
 def test_the_graph_sees_every_kind_of_import():
     graph = import_graph(lazy=True)
     assert "score_cli.tasks.base" in graph["score_cli.tasks"]  # absolute, into a subpackage
-    assert {"score_cli.tasks", "score_cli.tasks.data"} <= graph["score_cli.code_task"]
-    assert "score_cli.toy" in graph["score_cli.tasks.registry"]  # in a function: only with lazy
-    assert "score_cli.toy" not in import_graph()["score_cli.tasks.registry"]
+    assert {"score_cli.tasks", "score_cli.tasks.data"} <= graph["score_cli.tasks.code_task"]
+    assert "score_cli.tasks.code_task" in graph["score_cli.tasks.registry"]  # in a function: only with lazy
+    assert "score_cli.tasks.code_task" not in import_graph()["score_cli.tasks.registry"]
     assert "score_cli.cli" in graph["score_cli.__main__"]
 
 
@@ -213,3 +213,19 @@ def test_the_sandbox_launcher_imports_only_the_standard_library():
               if isinstance(node, ast.ImportFrom) and node.module}
     assert not any(isinstance(node, ast.ImportFrom) and node.level for node in _imports(tree, lazy=True))
     assert names and names <= set(sys.stdlib_module_names), names - set(sys.stdlib_module_names)
+
+
+def test_tasks_sit_below_the_rollout_and_the_toy_base_model():
+    """The layers read bottom up: a task (problems, prompts, grading) never reaches the rollout, the
+    trainers or the toy world's model builder, even through imports inside functions; the builder
+    uses the toy task, not the other way round."""
+    graph = import_graph(lazy=True)
+    above = {"score_cli.rollout", "score_cli.trainers", "score_cli.toy_model", "score_cli.train", "score_cli.evaluate"}
+    for module in (m for m in graph if m.startswith("score_cli.tasks")):
+        seen, todo = set(), [module]
+        while todo:
+            for w in graph[todo.pop()] - seen:
+                seen.add(w)
+                todo.append(w)
+        assert not seen & above, f"{module} reaches {sorted(seen & above)}"
+    assert "score_cli.tasks.toy_task" in graph["score_cli.toy_model"]

@@ -14,20 +14,16 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from score_cli.math_grader import extract_answer as final_answer
 from score_cli.rollout import Decoding, HFGenerator, first_attempt_ids, instruction_ids, run_attempts
-from score_cli.toy import (
+from score_cli.tasks.toy_task import NoisySolver, ToyTask, gold_solution, split_of, toy_problems
+from score_cli.toy_model import (
     RECORD_FILE,
     VERIFY_INSTRUCTION,
-    NoisySolver,
     ToyData,
-    ToyTask,
     ToyTraining,
     build_char_tokenizer,
     conversation_ids,
-    gold_solution,
     make_test_model,
-    split_of,
     toy_conversations,
-    toy_problems,
     train_toy_model,
     verdict,
 )

@@ -6,8 +6,9 @@ metrics only see token ids, texts and `Grade`s. The package, from the bottom up:
 - `base`: `Problem`, `Grade`, the `Task` interface and the paper's prompt and instructions;
 - `prompts`: the prompt settings (`PromptSpec`, `apply_prompt`, `read_text_option`);
 - `data`: benchmark rows into `Problem`s (hub datasets, local .jsonl/.parquet files);
-- `math_task`: `MathTask` and the math benchmarks (MATH, GSM8K, CHAMP); the other domains are
-  `score_cli.code_task` (HumanEval, MBPP) and `score_cli.toy` (the toy world), beside the package;
+- the domains, one module each: `math_task` (`MathTask`; MATH, GSM8K, CHAMP), `code_task`
+  (`CodeTask`; HumanEval, MBPP, graded in the sandbox) and `toy_task` (the toy world's problems and
+  noisy solver; its base model is built by `score_cli.toy_model`);
 - `registry`: `load_task`, which resolves `--bench` / `--data` into a task and its problems.
 
 The domains import `base` (through this package) and the registry imports the domains, so this

@@ -2,9 +2,9 @@
 every user mistake (unknown benchmark, missing file or field, empty data) into a one-line
 `ScoreError`.
 
-The top of `score_cli.tasks`: it imports the domains (`math_task`; `score_cli.code_task` and
-`score_cli.toy` only when their benchmark is asked for: the toy world imports transformers), and
-none of them imports it, so `score_cli.tasks` itself does not offer `load_task`.
+The top of `score_cli.tasks`: it imports the domains (`math_task`, `toy_task`, and `code_task` only
+when a code benchmark is asked for), and none of them imports it, so `score_cli.tasks` itself does
+not offer `load_task`.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from score_cli.errors import ScoreError
 from score_cli.tasks.base import Problem, Task
 from score_cli.tasks.data import _rows_from_file, problems_from_rows
 from score_cli.tasks.math_task import MATH_BENCHES, MathTask, math_problems
+from score_cli.tasks.toy_task import ToyTask, toy_problems
 
 BENCHES = ("math", "gsm8k", "champ", "toy", "humaneval", "mbpp")
 
@@ -42,7 +43,7 @@ def load_task(
         rows, where = _rows_from_file(data)
         task: Task
         if bench == "mbpp":  # MBPP's own format: task_id, text, test_list (test_setup_code, code)
-            from score_cli.code_task import CodeTask, mbpp_problem
+            from score_cli.tasks.code_task import CodeTask, mbpp_problem
 
             if not rows:
                 raise ScoreError(f"data file {data} holds no problems: pass a file with at least one row")
@@ -70,12 +71,10 @@ def load_task(
 
 def _bench_task_only(bench: str) -> tuple[Task, None]:
     if bench in ("humaneval", "mbpp"):
-        from score_cli.code_task import CodeTask
+        from score_cli.tasks.code_task import CodeTask
 
         return CodeTask(bench), None
     if bench == "toy":
-        from score_cli.toy import ToyTask
-
         return ToyTask(), None
     check_bench(bench)
     raise AssertionError(f"benchmark {bench} is in BENCHES but has no loader")
@@ -85,11 +84,9 @@ def _load_bench(bench: str, *, split: str, seed: int) -> tuple[Task, list[Proble
     if bench in MATH_BENCHES:
         return MathTask(), math_problems(bench, split=split)
     if bench == "toy":
-        from score_cli.toy import ToyTask, toy_problems
-
         return ToyTask(), toy_problems(split=split, seed=seed)
     if bench in ("humaneval", "mbpp"):
-        from score_cli.code_task import CodeTask, load_code_problems
+        from score_cli.tasks.code_task import CodeTask, load_code_problems
 
         return CodeTask(bench), load_code_problems(bench, split=split)
     check_bench(bench)

@@ -1,0 +1,185 @@
+"""The toy world's task: multi-digit addition and subtraction, answered with a worked solution.
+
+The problems (2-3 digit operands; train and test splits decided by a hash of the question), their
+prompt and instruction, answer checking (the same math reward as MATH), and the noisy solver that
+writes worked solutions with a person's mistakes. The base model that learns from those solutions
+is built by `score_cli.toy_model`. A worked solution has one line per digit column, right to left,
+e.g. for 482+397:
+
+    2+7=9 9
+    8+9=17 79
+    4+3+1=8 879
+    The final answer is $879$.
+
+Each line is "column arithmetic = result, then the answer so far", so the final answer is a copy of
+the last line and every mistake is a visible, local one (a dropped carry, a wrong digit).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from score_cli.tasks.base import Grade, Problem, Task
+
+# Ours, not the paper's: the paper's MATH instruction is ~430 characters, which a character-level
+# model would read at every second attempt. This keeps its opening and its request.
+TOY_INSTRUCTION = "There might be an error in the solution above. Please correct it."
+
+DEFAULT_SIZES = {"train": 5000, "test": 500}
+DIGITS = (2, 3)  # how many digits an operand may have
+TEST_FRACTION = 10  # one problem in TEST_FRACTION goes to the test split (by a hash of its question)
+
+
+class ToyTask(Task):
+    """Multi-digit addition and subtraction with worked solutions, graded by the math reward."""
+
+    name = "toy"
+    instruction = TOY_INSTRUCTION
+
+    def messages(self, problem: Problem) -> list[dict[str, str]]:
+        return [{"role": "user", "content": problem.question}]
+
+    def grade(self, problems: Sequence[Problem], outputs: Sequence[str]) -> list[Grade]:
+        from score_cli.math_grader import grade_math
+
+        return grade_math([p.answer for p in problems], list(outputs))
+
+
+def question_text(a: int, op: str, b: int) -> str:
+    return f"{a}{op}{b}=?"
+
+
+def answer_of(a: int, op: str, b: int) -> str:
+    return str(a + b if op == "+" else a - b)
+
+
+def split_of(a: int, op: str, b: int) -> str:
+    """'train' or 'test', decided by a hash of the question alone: the splits are disjoint for
+    every seed and size, and the same problem always lands in the same split."""
+    digest = hashlib.sha256(question_text(a, op, b).encode()).digest()
+    return "test" if int.from_bytes(digest[:4], "big") % TEST_FRACTION == 0 else "train"
+
+
+def _draw_operands(rng: random.Random) -> tuple[int, str, int]:
+    op = rng.choice("+-")
+    a, b = (rng.randrange(10 ** (d - 1), 10**d) for d in (rng.choice(DIGITS), rng.choice(DIGITS)))
+    if op == "-" and a < b:
+        a, b = b, a
+    return a, op, b
+
+
+def draw_problem(rng: random.Random, split: str) -> tuple[int, str, int]:
+    """A random problem (a, op, b) of `split`: the base model's training data draws from 'train'."""
+    while True:
+        a, op, b = _draw_operands(rng)
+        if split_of(a, op, b) == split:
+            return a, op, b
+
+
+def toy_problems(split: str = "test", seed: int = 0, n: int | None = None) -> list[Problem]:
+    """`n` distinct problems of `split` ('train' or 'test'; default sizes 5000 and 500), the same
+    for the same (split, seed, n): the first k of a larger n are the problems of n=k."""
+    if split not in DEFAULT_SIZES:
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    n = DEFAULT_SIZES[split] if n is None else n
+    rng = random.Random(f"toy/{split}/{seed}")
+    seen: set[str] = set()
+    problems = []
+    while len(problems) < n:
+        a, op, b = draw_problem(rng, split)
+        q = question_text(a, op, b)
+        if q in seen:
+            continue
+        seen.add(q)
+        problems.append(Problem(id=f"toy/{split}/{q[:-2]}", question=q, answer=answer_of(a, op, b),
+                                meta={"a": a, "op": op, "b": b}))
+    return problems
+
+
+@dataclass(frozen=True)
+class NoisySolver:
+    """Writes worked solutions with mistakes a person makes: with probability `drop` a step
+    ignores its carry (or borrow), with probability `slip` a step's result is off by one. Later
+    steps and the final answer follow what was written, so a mistake propagates.
+
+    `method` "columns" works digit columns right to left ("8+9=17 79": the column, then the answer
+    so far); "places" adds or subtracts the second number one place value at a time, largest first
+    (482+397: "482+300=782", "782+90=872", "872+7=879"), a second way to the same answer whose lines
+    share no numbers with the column method's, so one cannot be copied into the other.
+    """
+
+    drop: float = 0.0
+    slip: float = 0.0
+    method: str = "columns"
+
+    def solve(self, a: int, op: str, b: int, rng: random.Random | None = None) -> str:
+        if rng is None and (self.drop or self.slip):
+            raise ValueError("a noisy solver needs an rng")
+        if self.method == "places":
+            return self._places(a, op, b, rng)
+        if self.method != "columns":
+            raise ValueError(f"method must be 'columns' or 'places', got {self.method!r}")
+        return self.resume(a, op, b, [], rng)
+
+    def resume(self, a: int, op: str, b: int, kept: list[str], rng: random.Random | None = None) -> str:
+        """A column-method solution whose first lines are `kept` (another attempt's, as written,
+        mistakes and all) and whose remaining columns this solver works afresh from the carry and
+        digits those lines wrote: a second attempt that keeps part of the first and redoes the rest."""
+        width = max(len(str(a)), len(str(b)))
+        da, db = str(a).zfill(width)[::-1], str(b).zfill(width)[::-1]
+        lines, so_far, carry = list(kept), "", 0
+        if kept:
+            expr, rest = kept[-1].split("=", 1)
+            written, so_far = rest.split(" ", 1)
+            carry = int(written) // 10 if op == "+" else int(int(expr.split("-")[0]) >= 10)
+        for i in range(len(kept), width):
+            x, y = int(da[i]), int(db[i])
+            c = 0 if carry and rng is not None and rng.random() < self.drop else carry
+            slip = rng is not None and rng.random() < self.slip
+            if op == "+":
+                s = x + y + c
+                if slip:
+                    s = s + 1 if s == 0 or (s < 19 and rng.random() < 0.5) else s - 1
+                expr, carry, digit = f"{x}+{y}" + ("+1" if c else ""), s // 10, str(s % 10)
+                written = str(s)
+            else:
+                top = x + 10 if x - y - c < 0 else x
+                s = top - y - c
+                if slip:
+                    s = s + 1 if s == 0 or (s < 9 and rng.random() < 0.5) else s - 1
+                expr, carry, digit = f"{top}-{y}" + ("-1" if c else ""), int(top > x), str(s)
+                written = str(s)
+            so_far = (written if i == width - 1 else digit) + so_far
+            lines.append(f"{expr}={written} {so_far}")
+        lines.append(f"The final answer is ${int(so_far)}$.")
+        return "\n".join(lines)
+
+    def _places(self, a: int, op: str, b: int, rng: random.Random | None) -> str:
+        digits = str(b)
+        parts = [int(d) * 10 ** (len(digits) - 1 - i) for i, d in enumerate(digits) if d != "0"]
+        lines, cur = [], a
+        for part in parts:
+            place = 10 ** (len(str(part)) - 1)
+            true = cur + part if op == "+" else cur - part
+            written = true
+            crosses = (true // (10 * place)) != (cur // (10 * place))  # a carry or borrow into higher places
+            if crosses and rng is not None and rng.random() < self.drop:
+                written = true - 10 * place if op == "+" else true + 10 * place  # the carry forgotten
+            if rng is not None and rng.random() < self.slip:
+                written += place if written < place or rng.random() < 0.5 else -place  # that place off by one
+            lines.append(f"{cur}{op}{part}={written}")
+            cur = written
+        lines.append(f"The final answer is ${cur}$.")
+        return "\n".join(lines)
+
+
+GOLD = NoisySolver()
+
+
+def gold_solution(problem: Problem) -> str:
+    """The correct worked solution of a toy problem."""
+    m = problem.meta
+    return GOLD.solve(m["a"], m["op"], m["b"])
