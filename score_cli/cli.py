@@ -417,6 +417,82 @@ def stage2_cmd(
                                output_dir=output_dir, resume=resume, overrides=overrides or {}), dry_run)
 
 
+SFT_PANEL = "SFT baselines"
+
+
+@app.command("sft")
+@user_errors
+def sft_cmd(
+    method: Annotated[str | None, typer.Option(
+        help=r"pair: Pair-SFT (a wrong first attempt paired with a right one); star: STaR on the model's own "
+             r"two-attempt traces whose second attempt is right (D+) \[default: the recipe's, else star].")] = None,
+    model: Annotated[str | None, typer.Option(help="Model to sample from and fine-tune: hub id or local directory.")]
+    = None,
+    from_checkpoint: Annotated[str | None, typer.Option(
+        help="Start from a Stage I output instead (STaR there is the paper's 'STaR instead of REINFORCE in "
+             "Stage II').")] = None,
+    recipe: Recipe = None,
+    bench: Annotated[str | None, typer.Option(help="Training data: math (MATH train), gsm8k, toy, mbpp.")] = None,
+    data: Data = None,
+    question_field: Annotated[str | None, typer.Option(help="Field holding the question in --data.")] = None,
+    answer_field: Annotated[str | None, typer.Option(help="Field holding the gold answer in --data.")] = None,
+    limit: Limit = None,
+    output_dir: Annotated[str | None, typer.Option(help=r"Run directory \[default: runs/METHOD-MODEL].")] = None,
+    resume: Annotated[bool, typer.Option(help="Continue the run in --output-dir where it stopped.")] = False,
+    samples_per_problem: Annotated[int | None, typer.Option(
+        help=r"Sampled first attempts (pair) or two-attempt traces (star) per problem \[default: 4].", min=1,
+        rich_help_panel=SFT_PANEL)] = None,
+    rounds: Annotated[int | None, typer.Option(
+        help=r"STaR rounds: each samples from the last round's model and fine-tunes the initial one \[default: 1].",
+        min=1, rich_help_panel=SFT_PANEL)] = None,
+    problems_per_round: Annotated[int | None, typer.Option(
+        help=r"Training problems sampled per round, a new slice each round \[default: all].", min=1,
+        rich_help_panel=SFT_PANEL)] = None,
+    learning_rate: Annotated[float | None, typer.Option(help="Fine-tuning learning rate.", rich_help_panel=SFT_PANEL)]
+    = None,
+    max_steps: Annotated[int | None, typer.Option(help="Optimizer steps per round.", min=1,
+                                                  rich_help_panel=SFT_PANEL)] = None,
+    per_device_train_batch_size: Annotated[int | None, typer.Option(
+        help="Sequences per optimizer step (per device).", min=1, rich_help_panel=SFT_PANEL)] = None,
+    temperature: Annotated[float | None, typer.Option(help="Sampling temperature.", rich_help_panel=SFT_PANEL)]
+    = None,
+    max_attempt_length: Annotated[int | None, typer.Option(help="New tokens per sampled attempt.", min=1,
+                                                           rich_help_panel=SFT_PANEL)] = None,
+    seed: Annotated[int | None, typer.Option(help="Random seed (sampling, data order).")] = None,
+    prompt: Annotated[str | None, typer.Option(help="Attempt-1 prompt preset: paper, raw, boxed.",
+                                               rich_help_panel=PROMPT_PANEL)] = None,
+    prompt_template: PromptTemplate = None,
+    system_prompt: SystemPrompt = None,
+    instruction: Instruction = None,
+    report_to: Annotated[str | None, typer.Option(help="tensorboard, wandb or none.")] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log details.")] = False,
+) -> None:
+    """The paper's SFT baselines: Pair-SFT and STaR, fine-tuned on y2 only with TRL's SFTTrainer."""
+    if method is not None and method not in ("pair", "star"):
+        raise ScoreError(f"unknown --method '{method}': choose pair (Pair-SFT) or star (STaR)")
+    check_stage_args_early(bench, model, False)
+    if from_checkpoint:
+        from score_cli.models import stage1_output_record
+
+        stage1_output_record(from_checkpoint)
+    given = {"samples_per_problem": samples_per_problem, "rounds": rounds, "problems_per_round": problems_per_round,
+             "learning_rate": learning_rate, "max_steps": max_steps,
+             "per_device_train_batch_size": per_device_train_batch_size, "temperature": temperature,
+             "max_attempt_length": max_attempt_length, "seed": seed, "prompt": prompt,
+             "prompt_template": prompt_template, "system_prompt": system_prompt, "instruction": instruction,
+             "report_to": report_to}
+    from score_cli.sft import SFTRequest, run_sft
+    from score_cli.ui import announce, stdout, training_progress
+
+    setup_logging(verbose)
+    out = run_sft(SFTRequest(method=method, model=model, from_checkpoint=from_checkpoint, recipe=recipe, bench=bench,
+                             data=data, question_field=question_field, answer_field=answer_field, limit=limit,
+                             output_dir=output_dir, resume=resume,
+                             overrides={k: v for k, v in given.items() if v is not None}),
+                  callbacks=[training_progress()], on_round=announce)
+    stdout.print(f"SFT done: model, tokenizer, run record and each round's data in {out}")
+
+
 @app.command("report")
 @user_errors
 def report_cmd(
@@ -527,8 +603,11 @@ def repro_cmd(
         int | None, typer.Option(help=r"RL steps per stage, twice that for one-stage methods \[default: the recipe's].",
                                  min=1)
     ] = None,
+    methods: Annotated[str | None, typer.Option(
+        help=r"Comma-separated methods to run \[default: all]: base, single-turn RL, Stage II only, SCoRe (alpha=0), "
+             "SCoRe, Pair-SFT, STaR, Stage I + STaR.")] = None,
 ) -> None:
-    """The paper's comparison in the toy world: base, single-turn RL, Stage II only, SCoRe alpha=0, SCoRe."""
+    """The paper's comparison in the toy world: base, the RL ablations, SCoRe, and the SFT baselines."""
     from score_cli.repro import run_repro
     from score_cli.ui import announce, eval_progress, stdout, training_progress
 
@@ -536,7 +615,10 @@ def repro_cmd(
     seed_list = tuple(int(s) for s in seeds.split(",") if s.strip())
     if len(seed_list) < 1:
         raise ScoreError("--seeds needs at least one seed, e.g. --seeds 0,1,2")
-    run_repro(root, seeds=seed_list, base_dir=base, steps=max_steps, on_step=announce,
+    from score_cli.repro import METHODS, check_methods
+
+    chosen = check_methods([m.strip() for m in methods.split(",") if m.strip()]) if methods else METHODS
+    run_repro(root, seeds=seed_list, base_dir=base, steps=max_steps, methods=chosen, on_step=announce,
               callbacks=[training_progress()], progress=eval_progress)
     stdout.print((Path(root) / "results.md").read_text(), markup=False, highlight=False)
     stdout.print(f"wrote {root}/results.md, results.json, accuracy_per_attempt.png, training_curves.png")

@@ -311,14 +311,17 @@ def export_merged(src: str, out: str) -> Path:
 
 
 def stage1_output_record(src: str) -> dict:
-    """The run record of a finished Stage I output (what Stage II starts from), or a one-line error
-    saying what `src` is instead. Light: the CLI calls it before torch is imported."""
+    """The run record of a finished Stage I output (what Stage II starts from; a `score sft` output
+    serves too), or a one-line error saying what `src` is instead. Light: the CLI calls it before
+    torch is imported."""
     if not Path(src).is_dir():
         raise ScoreError(f"--from-checkpoint {src} does not exist: pass the output directory of `score stage1`")
     record = read_run_record(src)
-    if record is None or record.get("stage") != 1:
+    if record is None or record.get("stage") not in (1, "sft"):
         what = "no score run record" if record is None else f"a Stage {record.get('stage')} output"
         raise ScoreError(f"{src} is not a Stage I output ({what}): pass the output directory of `score stage1`")
     if not record.get("finished"):
-        raise ScoreError(f"Stage I in {src} did not finish: resume it with `score stage1 --resume` first")
+        how = "score sft --resume" if record.get("stage") == "sft" else "score stage1 --resume"
+        raise ScoreError(f"{'SFT' if record.get('stage') == 'sft' else 'Stage I'} in {src} did not finish: resume "
+                         f"it with `{how}` first")
     return record

@@ -6,7 +6,16 @@ Methods, all from the same toy base model and with the same number of RL steps i
 - single-turn RL: attempt 1 only, rewarded (the paper's "w/o multi-turn training");
 - Stage II only: Stage II straight from the base (the paper's "w/o Stage I");
 - SCoRe, alpha = 0: Stage I, then Stage II without the progress bonus ("w/o reward shaping");
-- SCoRe: Stage I, then Stage II with alpha = 10.
+- SCoRe: Stage I, then Stage II with alpha = 10;
+- Pair-SFT, STaR: the paper's supervised baselines (`score sft`), from the base;
+- Stage I + STaR: STaR in place of Stage II's REINFORCE (the paper's Table 4 ablation).
+
+Budgets: S RL steps per stage, 2S for a one-stage method, each step on 16 problems x 4 rollouts
+(64 sampled chains, 64 sequences trained). The SFT methods get the same: Pair-SFT samples 4 first
+attempts at 2S x 16 problems and takes 2S steps of 64 sequences; STaR two rounds of 4 traces at
+S x 16 problems and S steps each (each round fine-tunes the base again, as STaR does); Stage I +
+STaR one such round after Stage I's S steps. So every method samples as many chains (Pair-SFT's
+have one attempt) and takes as many optimizer steps of the same size.
 
 Every method is evaluated on held-out toy test problems; the table gives the mean and standard
 deviation over seeds. Every run directory is reused when present, so an interrupted repro resumes.
@@ -16,17 +25,21 @@ from __future__ import annotations
 
 import logging
 import statistics
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from score_cli.demo import ensure_base, ensure_eval, ensure_stage, recipe_path
+from score_cli.errors import ScoreError
 from score_cli.files import atomic_write_json, atomic_write_text
 from score_cli.models import read_run_record
 
 log = logging.getLogger(__name__)
 
-METHODS = ("base", "single-turn RL", "Stage II only", "SCoRe (alpha=0)", "SCoRe")
+METHODS = ("base", "single-turn RL", "Stage II only", "SCoRe (alpha=0)", "SCoRe", "Pair-SFT", "STaR",
+           "Stage I + STaR")
+PROBLEMS_PER_STEP = 16  # recipes/toy.yaml: 64 sequences per step, 4 rollouts per problem
 # The paper's columns, then the conditional rates that say *how* attempt 2 changes: an independent
 # retry fixes about as many wrong answers as it breaks right ones, a copy neither, a self-corrector
 # fixes more than it breaks.
@@ -55,24 +68,54 @@ def run_method(method: str, base: Path, root: Path, seed: int, recipe: str, step
                             **common)
     if method == "Stage II only":
         return ensure_stage(2, d / "stage2-only", model=str(base), overrides=one_stage, **common)
+    sft = {"seed": seed, "samples_per_problem": 4, "max_steps": steps, "problems_per_round": steps * PROBLEMS_PER_STEP}
+    if method == "Pair-SFT":
+        twice = {"max_steps": 2 * steps, "problems_per_round": 2 * steps * PROBLEMS_PER_STEP}
+        return ensure_sft(d / "pair-sft", method="pair", model=str(base), overrides={**sft, **twice}, **common)
+    if method == "STaR":
+        return ensure_sft(d / "star", method="star", model=str(base), overrides={**sft, "rounds": 2}, **common)
     s1 = ensure_stage(1, d / "stage1", model=str(base), overrides=per_stage, **common)
+    if method == "Stage I + STaR":
+        return ensure_sft(d / "stage1-star", method="star", from_checkpoint=str(s1), overrides=sft, **common)
     alpha = 0.0 if method == "SCoRe (alpha=0)" else None
     name = "stage2-alpha0" if alpha == 0.0 else "stage2"
     extra = {"alpha": alpha} if alpha is not None else {}
     return ensure_stage(2, d / name, from_checkpoint=str(s1), overrides={**per_stage, **extra}, **common)
 
 
+def ensure_sft(out: Path, *, recipe: str, callbacks=None, **request) -> Path:
+    """A `score sft` run in `out`, reused when finished and resumed when started."""
+    from score_cli.sft import SFTRequest, run_sft
+
+    record = read_run_record(out) if out.exists() else None
+    if record and record.get("finished"):
+        return out
+    run_sft(SFTRequest(recipe=recipe, output_dir=str(out), resume=record is not None, **request), callbacks=callbacks)
+    return out
+
+
+def check_methods(methods: Sequence[str]) -> tuple[str, ...]:
+    """The methods asked for, in METHODS' order; an unknown one is a one-line error naming them all."""
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown or not methods:
+        raise ScoreError(f"unknown method(s) {', '.join(map(repr, unknown)) or '(none given)'}: choose from "
+                         f"{', '.join(METHODS)}")
+    return tuple(m for m in METHODS if m in methods)
+
+
 def run_repro(root: str = "runs/repro", *, seeds: tuple[int, ...] = (0, 1, 2), base_dir: str | None = None,
-              steps: int | None = None, on_step: Callable[[str], None] = lambda s: None, callbacks=None,
-              progress=None) -> dict[str, Any]:
-    """Train and evaluate every method for every seed; write results.md, results.json and plots."""
+              steps: int | None = None, methods: Sequence[str] = METHODS,
+              on_step: Callable[[str], None] = lambda s: None, callbacks=None, progress=None) -> dict[str, Any]:
+    """Train and evaluate each method for every seed; write results.md, results.json and plots."""
+    methods = check_methods(methods)
     out = Path(root)
     recipe = recipe_path("toy.yaml")
     steps = steps or recipe_steps(recipe)
     base = Path(base_dir) if base_dir else ensure_base(out, 0, on_step)
-    results: dict[str, dict[int, dict]] = {m: {} for m in METHODS}
+    started = time.perf_counter()
+    results: dict[str, dict[int, dict]] = {m: {} for m in methods}
     for seed in seeds:
-        for method in METHODS:
+        for method in methods:
             on_step(f"seed {seed}: {method}")
             model = run_method(method, base, out, seed, recipe, steps, callbacks)
             tag = method.replace(" ", "-").replace("(", "").replace(")", "").replace("=", "")
@@ -80,11 +123,12 @@ def run_repro(root: str = "runs/repro", *, seeds: tuple[int, ...] = (0, 1, 2), b
                                                 progress=progress)
     summary = summarise(results)
     atomic_write_json(out / "results.json", {"seeds": list(seeds), "steps_per_stage": steps, "summary": summary,
+                                             "seconds": round(time.perf_counter() - started),
                                              "per_seed": {m: {str(s): _values(v) for s, v in r.items()}
                                                           for m, r in results.items()}})
     atomic_write_text(out / "results.md", markdown_table(summary, seeds, steps))
     plot_accuracy(summary, out / "accuracy_per_attempt.png")
-    plot_training(out, seeds, out / "training_curves.png")
+    plot_training(out, seeds, out / "training_curves.png", methods)
     return summary
 
 
@@ -113,7 +157,8 @@ def markdown_table(summary: dict, seeds, steps: int) -> str:
         for m, row in summary.items()
     )
     note = (f"\nToy test problems, sampled at temperature 1; mean ± standard deviation over seeds "
-            f"{', '.join(map(str, seeds))} (in %); {steps} RL steps per stage, {2 * steps} for one-stage methods.\n")
+            f"{', '.join(map(str, seeds))} (in %); {steps} RL steps per stage, {2 * steps} for one-stage methods; "
+            "the SFT methods sample as many chains and take as many optimizer steps.\n")
     return head + rows + note
 
 
@@ -158,7 +203,7 @@ def method_curve(root: Path, seed: int, parts: list[str], key: str) -> tuple[lis
     return xs, ys
 
 
-def plot_training(root: Path, seeds, path: Path) -> Path:
+def plot_training(root: Path, seeds, path: Path, methods: Sequence[str] = METHODS) -> Path:
     """Per trained method, over RL steps (seed 0 solid, others faint): reward/t1 and reward/t2
     (top), and the paper's collapse picture (bottom): how often attempt 2 changes the final answer
     after a wrong and after a right first attempt (learnt self-correction pulls them apart;
@@ -169,9 +214,9 @@ def plot_training(root: Path, seeds, path: Path) -> Path:
     rows = ((("reward/t1", "#9ecae1", "reward t1"), ("reward/t2", "#3182bd", "reward t2")),
             (("changed_after_wrong", "#e6550d", "answer changed after a wrong t1"),
              ("changed_after_right", "#fdae6b", "... after a right t1"), ("zero_edit", "#756bb1", "copy of attempt 1")))
-    fig, axes = plt.subplots(2, len(TRAINED_RUNS), figsize=(4 * len(TRAINED_RUNS), 6.2), sharey="row",
-                             squeeze=False)
-    for col, (method, parts) in enumerate(TRAINED_RUNS.items()):
+    runs = {m: parts for m, parts in TRAINED_RUNS.items() if m in methods} or TRAINED_RUNS
+    fig, axes = plt.subplots(2, len(runs), figsize=(4 * len(runs), 6.2), sharey="row", squeeze=False)
+    for col, (method, parts) in enumerate(runs.items()):
         for row, curves in enumerate(rows):
             ax = axes[row][col]
             for seed in seeds:

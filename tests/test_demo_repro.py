@@ -36,9 +36,14 @@ def recorder(monkeypatch):
         t1 = 0.4 + 0.01 * seed + (0.1 if Path(model).name == "stage2" else 0.0)
         return fake_metrics(t1, t1 + (0.05 if Path(model).name == "stage2" else -0.02))
 
+    def ensure_sft(out, *, recipe, callbacks=None, **request):
+        calls.append({"stage": "sft", "out": Path(out), **request})
+        return Path(out)
+
     for module in (demo, repro):
         monkeypatch.setattr(module, "ensure_stage", ensure_stage)
         monkeypatch.setattr(module, "ensure_eval", ensure_eval)
+    monkeypatch.setattr(repro, "ensure_sft", ensure_sft)
     monkeypatch.setattr(demo, "ensure_base", lambda root, seed, on_step: Path(root) / "base")
     return calls
 
@@ -59,7 +64,7 @@ def test_demo_trains_stage2_from_stage1_with_the_demo_steps(tmp_path, recorder):
 def test_repro_runs_every_method_per_seed_with_equal_total_steps(tmp_path, recorder):
     summary = repro.run_repro(str(tmp_path), seeds=(0, 1, 2), base_dir=str(tmp_path / "base"), steps=5)
     by_run = {(c["out"].parent.name, c["out"].name): c for c in recorder}
-    assert len(by_run) == 3 * 5  # per seed: single-turn, stage2-only, stage1, 2 x stage2
+    assert len(by_run) == 3 * 8  # per seed: single-turn, stage2-only, stage1, 2 x stage2, 3 SFT runs
     stage1_calls = [c for c in recorder if c["out"].name == "stage1"]  # asked for by both SCoRe variants
     assert all(c == by_run[(c["out"].parent.name, "stage1")] for c in stage1_calls)
     for seed in (0, 1, 2):
@@ -74,6 +79,15 @@ def test_repro_runs_every_method_per_seed_with_equal_total_steps(tmp_path, recor
         full, a0 = by_run[(f"seed{seed}", "stage2")], by_run[(f"seed{seed}", "stage2-alpha0")]
         assert full["from_checkpoint"] == a0["from_checkpoint"] == str(tmp_path / f"seed{seed}" / "stage1")
         assert a0["overrides"]["alpha"] == 0.0 and "alpha" not in full["overrides"]
+        # the SFT baselines: as many sampled chains (16 problems x 4 per RL step) and optimizer steps
+        pair, star, s1star = (by_run[(f"seed{seed}", n)] for n in ("pair-sft", "star", "stage1-star"))
+        assert pair["method"] == "pair" and pair["model"] == str(tmp_path / "base")
+        assert pair["overrides"] == {"seed": seed, "samples_per_problem": 4, "max_steps": 10, "problems_per_round": 160}
+        assert star["method"] == "star" and star["model"] == str(tmp_path / "base")
+        assert star["overrides"] == {"seed": seed, "samples_per_problem": 4, "max_steps": 5, "problems_per_round": 80,
+                                     "rounds": 2}
+        assert s1star["from_checkpoint"] == str(tmp_path / f"seed{seed}" / "stage1")
+        assert s1star["overrides"] == {"seed": seed, "samples_per_problem": 4, "max_steps": 5, "problems_per_round": 80}
     # mean and standard deviation over seeds: full SCoRe's t1 is 0.5, 0.51, 0.52
     mean, sd = summary["SCoRe"]["t1"]
     assert mean == pytest.approx(0.51) and sd == pytest.approx(statistics.stdev([0.5, 0.51, 0.52]))
@@ -89,3 +103,12 @@ def test_repro_runs_every_method_per_seed_with_equal_total_steps(tmp_path, recor
     assert saved["steps_per_stage"] == 5 and saved["per_seed"]["SCoRe"]["2"]["accuracy@t1"] == pytest.approx(0.52)
     assert (tmp_path / "accuracy_per_attempt.png").stat().st_size > 0
     assert (tmp_path / "training_curves.png").stat().st_size > 0
+
+
+def test_repro_methods_runs_only_those_asked_for(tmp_path, recorder):
+    summary = repro.run_repro(str(tmp_path), seeds=(0,), base_dir=str(tmp_path / "base"), steps=3,
+                              methods=["STaR", "base"])
+    assert list(summary) == ["base", "STaR"]  # in the table's order
+    assert [c["out"].name for c in recorder] == ["star"]
+    with pytest.raises(repro.ScoreError, match="unknown method.*'SCORE'.*choose from base, single-turn RL"):
+        repro.run_repro(str(tmp_path), seeds=(0,), base_dir=str(tmp_path / "base"), methods=["SCORE"])
