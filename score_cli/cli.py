@@ -485,11 +485,17 @@ def sft_cmd(
     from score_cli.ui import announce, stdout, training_progress
 
     setup_logging(verbose)
-    out = run_sft(SFTRequest(method=method, model=model, from_checkpoint=from_checkpoint, recipe=recipe, bench=bench,
-                             data=data, question_field=question_field, answer_field=answer_field, limit=limit,
-                             output_dir=output_dir, resume=resume,
-                             overrides={k: v for k, v in given.items() if v is not None}),
-                  callbacks=[training_progress()], on_round=announce)
+    req = SFTRequest(method=method, model=model, from_checkpoint=from_checkpoint, recipe=recipe, bench=bench,
+                     data=data, question_field=question_field, answer_field=answer_field, limit=limit,
+                     output_dir=output_dir, resume=resume, overrides={k: v for k, v in given.items() if v is not None})
+    try:
+        out = run_sft(req, callbacks=[training_progress()], on_round=announce)
+    except KeyboardInterrupt:
+        from score_cli.environment import command_line
+
+        stdout.print("interrupted: the sampled batches and the last checkpoint are saved; resume with: "
+                      f"{command_line(resume=True)}", markup=False, highlight=False, soft_wrap=True)
+        raise typer.Exit(130) from None
     stdout.print(f"SFT done: model, tokenizer, run record and each round's data in {out}")
 
 
