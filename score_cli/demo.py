@@ -72,7 +72,7 @@ def ensure_eval(model: Path, out: Path, *, seed: int = 0, progress=None) -> dict
 
 # RL steps per stage in `make demo`: fewer than recipes/toy.yaml's, so the whole demo (base model
 # included) stays under 20 minutes on a 2-core CPU. `score demo --max-steps` changes it.
-DEMO_STEPS = 30
+DEMO_STEPS = 40
 
 
 def run_demo(root: str = "runs/demo", *, seed: int = 0, steps: int | None = DEMO_STEPS,

@@ -164,10 +164,10 @@ def test_verification_and_marked_retries_in_the_data():
     assert tok.decode([t for t in labels if t != -100]) == f"{judged[0]['y1']}</s>{judged[0]['verdict']}</s>"
 
 
-@pytest.mark.parametrize("data", [ToyData(two_turn=1.0),
-                                  ToyData(two_turn=1.0, retry_marker="Redo:", verify=0.2,
+@pytest.mark.parametrize("data", [ToyData(two_turn=1.0, keep_prefix=False),
+                                  ToyData(two_turn=1.0, keep_prefix=False, retry_marker="Redo:", verify=0.2,
                                           second=NoisySolver(drop=0.2, slip=0.05, method="places"))],
-                         ids=["release", "marker-verify-places"])
+                         ids=["fresh-retry", "marker-verify-places"])
 def test_second_attempts_do_not_depend_on_first_attempt_correctness(data):
     """Whether y2 copies y1, and whether a fresh y2 is right, are independent of y1 being right:
     the data shows how to write a second attempt, never which first attempts to fix.
