@@ -349,6 +349,10 @@ def _run_training(req, dry_run: bool = False) -> None:
 
 
 Recipe = Annotated[str | None, typer.Option(help="YAML recipe of config fields (see recipes/); options override it.")]
+TrainBench = Annotated[str | None, typer.Option(help="Training data: math (MATH train), gsm8k, toy, mbpp.")]
+TrainQuestionField = Annotated[str | None, typer.Option(help="Field holding the question in --data.")]
+TrainAnswerField = Annotated[str | None, typer.Option(help="Field holding the gold answer in --data.")]
+Verbose = Annotated[bool, typer.Option("--verbose", "-v", help="Log details.")]
 OutputDir = Annotated[str | None, typer.Option(help=r"Run directory \[default: runs/stageN-MODEL].")]
 Resume = Annotated[bool, typer.Option(help="Continue from the last complete checkpoint in --output-dir.")]
 DryRun = Annotated[
@@ -362,14 +366,14 @@ DryRun = Annotated[
 def stage1_cmd(
     model: Annotated[str | None, typer.Option(help="Base model: hub id or local directory.")] = None,
     recipe: Recipe = None,
-    bench: Annotated[str | None, typer.Option(help="Training data: math (MATH train), gsm8k, toy, mbpp.")] = None,
+    bench: TrainBench = None,
     data: Data = None,
-    question_field: Annotated[str | None, typer.Option(help="Field holding the question in --data.")] = None,
-    answer_field: Annotated[str | None, typer.Option(help="Field holding the gold answer in --data.")] = None,
+    question_field: TrainQuestionField = None,
+    answer_field: TrainAnswerField = None,
     limit: Limit = None,
     output_dir: OutputDir = None,
     resume: Resume = False,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log details.")] = False,
+    verbose: Verbose = False,
     dry_run: DryRun = False,
     overrides: dict | None = None,
 ) -> None:
@@ -394,12 +398,12 @@ def stage2_cmd(
     recipe: Recipe = None,
     bench: Annotated[str | None, typer.Option(help=r"Training data \[default: Stage I's].")] = None,
     data: Data = None,
-    question_field: Annotated[str | None, typer.Option(help="Field holding the question in --data.")] = None,
-    answer_field: Annotated[str | None, typer.Option(help="Field holding the gold answer in --data.")] = None,
+    question_field: TrainQuestionField = None,
+    answer_field: TrainAnswerField = None,
     limit: Limit = None,
     output_dir: OutputDir = None,
     resume: Resume = False,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log details.")] = False,
+    verbose: Verbose = False,
     dry_run: DryRun = False,
     overrides: dict | None = None,
 ) -> None:
@@ -432,10 +436,10 @@ def sft_cmd(
         help="Start from a Stage I output instead (STaR there is the paper's 'STaR instead of REINFORCE in "
              "Stage II').")] = None,
     recipe: Recipe = None,
-    bench: Annotated[str | None, typer.Option(help="Training data: math (MATH train), gsm8k, toy, mbpp.")] = None,
+    bench: TrainBench = None,
     data: Data = None,
-    question_field: Annotated[str | None, typer.Option(help="Field holding the question in --data.")] = None,
-    answer_field: Annotated[str | None, typer.Option(help="Field holding the gold answer in --data.")] = None,
+    question_field: TrainQuestionField = None,
+    answer_field: TrainAnswerField = None,
     limit: Limit = None,
     output_dir: Annotated[str | None, typer.Option(help=r"Run directory \[default: runs/METHOD-MODEL].")] = None,
     resume: Annotated[bool, typer.Option(help="Continue the run in --output-dir where it stopped.")] = False,
@@ -465,7 +469,7 @@ def sft_cmd(
     system_prompt: SystemPrompt = None,
     instruction: Instruction = None,
     report_to: Annotated[str | None, typer.Option(help="tensorboard, wandb or none.")] = None,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log details.")] = False,
+    verbose: Verbose = False,
 ) -> None:
     """The paper's SFT baselines: Pair-SFT and STaR, fine-tuned on y2 only with TRL's SFTTrainer."""
     if method is not None and method not in ("pair", "star"):

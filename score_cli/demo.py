@@ -70,8 +70,8 @@ def ensure_eval(model: Path, out: Path, *, seed: int = 0, progress=None) -> dict
         return evaluate(cfg, callbacks).metrics
 
 
-# RL steps per stage in `make demo`: fewer than recipes/toy.yaml's, so the whole demo (base model
-# included) stays under 20 minutes on a 2-core CPU. `score demo --max-steps` changes it.
+# RL steps per stage in `make demo`: recipes/toy.yaml's, as in `make repro`'s table; the whole demo
+# (base model included) stays under 20 minutes on a 2-core CPU. `score demo --max-steps` changes it.
 DEMO_STEPS = 40
 
 

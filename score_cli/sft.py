@@ -47,6 +47,7 @@ from score_cli.errors import ScoreError
 from score_cli.files import append_jsonl, atomic_write_json, atomic_write_jsonl, read_jsonl
 from score_cli.rollout import next_attempt_input
 from score_cli.tasks import Problem, PromptSpec
+from score_cli.train import TrainRequest
 
 log = logging.getLogger(__name__)
 
@@ -256,21 +257,12 @@ def _batch_seed(*parts: object) -> int:
 
 
 @dataclass
-class SFTRequest:
-    """One `score sft` invocation, before the recipe is merged in."""
+class SFTRequest(TrainRequest):
+    """One `score sft` invocation, before the recipe is merged in: a stage's request (`model`, or
+    `from_checkpoint` a Stage I output; data; output) plus the method."""
 
+    stage: int | str = STAGE
     method: str | None = None
-    model: str | None = None  # the model to sample from and fine-tune
-    from_checkpoint: str | None = None  # or a Stage I output (STaR instead of REINFORCE in Stage II)
-    recipe: str | None = None
-    bench: str | None = None
-    data: str | None = None
-    question_field: str | None = None
-    answer_field: str | None = None
-    limit: int | None = None
-    output_dir: str | None = None
-    resume: bool = False
-    overrides: dict[str, Any] = dataclasses.field(default_factory=dict)  # SCoReSFTConfig fields given as options
 
 
 def sft_fields() -> set[str]:
