@@ -65,6 +65,7 @@ def run(model_dir: str, out: str, stage: int) -> None:
                                                                                      "c2i", "delta")}
         Path(out).write_text(json.dumps({"advantages": everything, "metrics": metrics, "world": world}))
     state.wait_for_everyone()
+    state.destroy_process_group()  # before exit: a process group torn down at interpreter exit can abort under load
 
 
 if __name__ == "__main__":
