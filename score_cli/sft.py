@@ -341,6 +341,9 @@ def run_sft(req: SFTRequest, *, callbacks: list | None = None, on_round: Callabl
     from score_cli.tasks import apply_prompt
     from score_cli.tasks.registry import load_task
 
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise ScoreError("score sft samples its data in one process: run it without accelerate launch (with "
+                         "several GPUs visible, its fine-tuning still uses them all)")
     data, kwargs, lineage, unused = resolve(req)
     method = kwargs.get("method", "star")
     out = Path(req.output_dir or os.path.join("runs", f"{method}-{Path(str(lineage['policy_init']).rstrip('/')).name}"))
@@ -389,8 +392,8 @@ def run_sft(req: SFTRequest, *, callbacks: list | None = None, on_round: Callabl
             firsts = {p.id: first_attempt_ids(tokenizer, prompted, p) for p in batch}
             examples, stats = build_examples(config.method, rows, firsts=firsts, eos_id=tokenizer.eos_token_id,
                                              instruction=instruction)
-            atomic_write_jsonl(d / DATA_FILE, examples)
             atomic_write_json(d / "data_stats.json", stats)
+            atomic_write_jsonl(d / DATA_FILE, examples)  # last: its presence marks the round's data complete
         examples = read_jsonl(d / DATA_FILE, what="SFT data file")
         stats = json.loads((d / "data_stats.json").read_text())
         on_round(f"round {k + 1}: fine-tuning {lineage['policy_init']} on {len(examples)} sequences")

@@ -209,3 +209,11 @@ def test_sft_bad_input_is_one_line(tiny_model_dir, tmp_path):
         r = runner.invoke(app, args)
         assert r.exit_code == 2, (args, r.output)
         assert message in r.output and "Traceback" not in r.output, r.output
+
+
+def test_sft_refuses_several_processes(tiny_model_dir, tmp_path, monkeypatch):
+    """Every process would sample the same problems into the same files: one process only."""
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(ScoreError, match="one process: run it without accelerate launch"):
+        run_sft(SFTRequest(method="star", model=str(tiny_model_dir), bench="toy", output_dir=str(tmp_path / "o")))
+    assert not (tmp_path / "o").exists()
