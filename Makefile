@@ -28,8 +28,9 @@ lint: install
 demo: install
 	$(BIN)/python -m score_cli demo
 
+# make repro METHODS="base,SCoRe (alpha=0),SCoRe" runs only those (score repro --methods)
 repro: install
-	$(BIN)/python -m score_cli repro
+	$(BIN)/python -m score_cli repro $(if $(METHODS),--methods "$(METHODS)")
 
 bench: install
 	$(BIN)/python benchmarks/run_all.py
