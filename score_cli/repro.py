@@ -166,14 +166,15 @@ def plot_accuracy(summary: dict, path: Path) -> Path:
     from score_cli.report import _plt
 
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(8, 3.6))
+    fig, ax = plt.subplots(figsize=(max(8.0, 1.15 * len(summary)), 3.6))
     width = 0.38
     for i, (col, colour) in enumerate((("t1", "#9ecae1"), ("t2", "#3182bd"))):
         xs = [j + (i - 0.5) * width for j in range(len(summary))]
         mus = [100 * row[col][0] for row in summary.values()]
         sds = [100 * row[col][1] for row in summary.values()]
         ax.bar(xs, mus, width, yerr=sds, color=colour, label=f"accuracy@{col}", capsize=3)
-    ax.set_xticks(range(len(summary)), list(summary), fontsize=8)
+    labels = [m.replace(" (", "\n(").replace(" + ", " +\n") for m in summary]  # two lines for the long names
+    ax.set_xticks(range(len(summary)), labels, fontsize=8)
     ax.set_ylabel("% correct (toy test)")
     ax.legend(fontsize=8)
     ax.grid(axis="y", alpha=0.3)
@@ -223,16 +224,23 @@ def plot_training(root: Path, seeds, path: Path, methods: Sequence[str] = METHOD
                 alpha = 1.0 if seed == seeds[0] else 0.3
                 for key, colour, label in curves:
                     xs, ys = method_curve(root, seed, parts, key)
-                    ax.plot(xs, ys, color=colour, alpha=alpha, label=label if seed == seeds[0] else None)
+                    if xs:
+                        ax.plot(xs, ys, color=colour, alpha=alpha, label=label if seed == seeds[0] else None)
             ax.grid(alpha=0.3)
+            if row == 1 and not ax.lines:  # single-turn RL: no second attempt to change
+                ax.text(0.5, 0.5, "one attempt:\nnothing to change", ha="center", va="center",
+                        transform=ax.transAxes, fontsize=9, color="grey")
+                ax.set_xticks([])
             if row == 0:
                 ax.set_title(method, fontsize=9)
             else:
                 ax.set_xlabel("RL step")
     axes[0][0].set_ylabel("training reward")
     axes[1][0].set_ylabel("share of rollouts")
-    for row in range(2):
-        axes[row][0].legend(fontsize=8)
+    for row in range(2):  # on the first panel of the row that has curves
+        first = next((ax for ax in axes[row] if ax.lines), None)
+        if first is not None:
+            first.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
