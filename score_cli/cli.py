@@ -625,9 +625,9 @@ def repro_cmd(
     seed_list = tuple(int(s) for s in seeds.split(",") if s.strip())
     if len(seed_list) < 1:
         raise ScoreError("--seeds needs at least one seed, e.g. --seeds 0,1,2")
-    from score_cli.repro import METHODS, check_methods
+    from score_cli.repro import METHODS
 
-    chosen = check_methods([m.strip() for m in methods.split(",") if m.strip()]) if methods else METHODS
+    chosen = [m.strip() for m in methods.split(",") if m.strip()] if methods else METHODS  # checked by run_repro
     run_repro(root, seeds=seed_list, base_dir=base, steps=max_steps, methods=chosen, on_step=announce,
               callbacks=[training_progress()], progress=eval_progress)
     stdout.print((Path(root) / "results.md").read_text(), markup=False, highlight=False)

@@ -321,7 +321,6 @@ def stage1_output_record(src: str) -> dict:
         what = "no score run record" if record is None else f"a Stage {record.get('stage')} output"
         raise ScoreError(f"{src} is not a Stage I output ({what}): pass the output directory of `score stage1`")
     if not record.get("finished"):
-        how = "score sft --resume" if record.get("stage") == "sft" else "score stage1 --resume"
-        raise ScoreError(f"{'SFT' if record.get('stage') == 'sft' else 'Stage I'} in {src} did not finish: resume "
-                         f"it with `{how}` first")
+        what, command = ("SFT", "score sft") if record.get("stage") == "sft" else ("Stage I", "score stage1")
+        raise ScoreError(f"{what} in {src} did not finish: resume it with `{command} --resume` first")
     return record

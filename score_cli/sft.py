@@ -221,7 +221,7 @@ def sample_round(generator, tokenizer, task, problems: list[Problem], config: SC
     n = config.samples_per_problem
     done = {r["id"]: r for r in read_jsonl(path, what="samples file", torn_tail_ok=True)} if path.exists() else {}
     todo = [p for p in problems if p.id not in done]
-    if done and todo and path.exists():
+    if done and todo:
         log.info("%s: %d problems sampled, %d to go", path, len(done), len(todo))
     instruction = instruction_ids(tokenizer, task.instruction)
     per_batch = max(1, config.generation_batch_size // n)
@@ -277,22 +277,15 @@ def resolve(req: SFTRequest) -> tuple[dict[str, Any], dict[str, Any], dict[str, 
     from score_cli import train
 
     recipe = train.load_recipe(req.recipe)
-    recipe.pop(train.FROM_CHECKPOINT, None)
-    data = {k: recipe.pop(k, None) for k in train.DATA_KEYS}
-    for k in train.DATA_KEYS:
-        if getattr(req, k, None) is not None:
-            data[k] = getattr(req, k)
+    data = train.data_settings(recipe, req)
+    recipe = {k: v for k, v in recipe.items() if k not in (*train.DATA_KEYS, train.FROM_CHECKPOINT)}
     ours = sft_fields() - {"output_dir"}
     unused = sorted(k for k in recipe if k not in ours)
     kwargs = {k: v for k, v in recipe.items() if k in ours}
     kwargs.update(req.overrides)
     if req.method is not None:
         kwargs["method"] = req.method
-    from score_cli.tasks import read_text_option
-
-    for k in train.PROMPT_FIELDS[1:]:
-        if isinstance(kwargs.get(k), str):
-            kwargs[k] = read_text_option(kwargs[k], k)
+    train.read_prompt_files(kwargs)
     if req.from_checkpoint and req.model:
         raise ScoreError("pass either --model or --from-checkpoint (a Stage I output), not both")
     if req.from_checkpoint:
@@ -301,12 +294,7 @@ def resolve(req: SFTRequest) -> tuple[dict[str, Any], dict[str, Any], dict[str, 
         record = stage1_output_record(req.from_checkpoint)
         lineage = {"base_model": record["base_model"], "policy_init": req.from_checkpoint}
         data["model"] = req.from_checkpoint
-        for k in ("bench", "data", "question_field", "answer_field"):
-            if data.get(k) is None and (record.get("data") or {}).get(k) is not None:
-                data[k] = record["data"][k]
-        for k in train.PROMPT_FIELDS:
-            if k not in kwargs and (record.get("config") or {}).get(k) is not None:
-                kwargs[k] = record["config"][k]
+        train.follow_stage1(record, data, kwargs, unset={k for k, v in data.items() if v is None})
     else:
         if not data.get("model"):
             raise ScoreError("no model given: pass --model HUB_ID_OR_DIR (or --from-checkpoint a Stage I output)")
@@ -314,9 +302,7 @@ def resolve(req: SFTRequest) -> tuple[dict[str, Any], dict[str, Any], dict[str, 
 
         check_model_source(data["model"], hub=False)
         lineage = {"base_model": data["model"], "policy_init": data["model"]}
-    data["bench"] = data["bench"] or ("toy" if data["data"] is None and train._is_toy(data["model"]) else "math")
-    data["question_field"] = data["question_field"] or "problem"
-    data["answer_field"] = data["answer_field"] or "answer"
+    train.fill_data_defaults(data)
     return data, kwargs, lineage, unused
 
 
@@ -345,7 +331,7 @@ def run_sft(req: SFTRequest, *, callbacks: list | None = None, on_round: Callabl
         raise ScoreError("score sft samples its data in one process: run it without accelerate launch (with "
                          "several GPUs visible, its fine-tuning still uses them all)")
     data, kwargs, lineage, unused = resolve(req)
-    method = kwargs.get("method", "star")
+    method = kwargs.get("method", SCoReSFTConfig.method)
     out = Path(req.output_dir or os.path.join("runs", f"{method}-{Path(str(lineage['policy_init']).rstrip('/')).name}"))
     previous = read_run_record(out) if out.exists() else None
     if previous is not None and not req.resume:

@@ -177,13 +177,13 @@ class ToyData:
             row["copied"] = copied
             if copied:
                 row["y2"] = y1
-            elif self.keep_prefix:
-                lines = y1.splitlines()[:-1]  # the column lines, without the final-answer line
-                row["kept"] = rng.randrange(len(lines))
-                retry = self.second.resume(a, op, b, lines[: row["kept"]], rng)
-                row["y2"] = f"{self.retry_marker}\n{retry}" if self.retry_marker else retry
             else:
-                retry = self.second.solve(a, op, b, rng)
+                if self.keep_prefix:
+                    lines = y1.splitlines()[:-1]  # the column lines, without the final-answer line
+                    row["kept"] = rng.randrange(len(lines))
+                    retry = self.second.resume(a, op, b, lines[: row["kept"]], rng)
+                else:
+                    retry = self.second.solve(a, op, b, rng)
                 row["y2"] = f"{self.retry_marker}\n{retry}" if self.retry_marker else retry
         return row
 

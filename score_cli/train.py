@@ -171,28 +171,55 @@ def check_values(kwargs: dict[str, Any]) -> None:
         raise ScoreError(f"top_p must be in (0, 1], got {top_p}: set e.g. --top-p 1.0")
 
 
-def resolve(req: TrainRequest) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
-    """(data settings, config kwargs, stage-2 lineage): defaults < recipe < command-line options."""
-    recipe = load_recipe(req.recipe)
+def data_settings(recipe: dict[str, Any], req: Any) -> dict[str, Any]:
+    """The data keys (DATA_KEYS): the recipe's, each overridden by the request's option when given."""
     data = {k: recipe.get(k) for k in DATA_KEYS}
     for k in DATA_KEYS:
         v = getattr(req, k, None)
         if v is not None:
             data[k] = v
+    return data
+
+
+def fill_data_defaults(data: dict[str, Any]) -> None:
+    """The benchmark (toy for a toy model, else math) and --data's field names, where not given."""
     data["bench"] = data["bench"] or ("toy" if data["data"] is None and _is_toy(data.get("model")) else "math")
     data["question_field"] = data["question_field"] or "problem"
     data["answer_field"] = data["answer_field"] or "answer"
+
+
+def read_prompt_files(kwargs: dict[str, Any]) -> None:
+    """Prompt settings given as @FILE hold the file's text."""
+    from score_cli.tasks import read_text_option
+
+    for k in PROMPT_FIELDS[1:]:
+        if isinstance(kwargs.get(k), str):
+            kwargs[k] = read_text_option(kwargs[k], k)
+
+
+def follow_stage1(record: dict[str, Any], data: dict[str, Any], kwargs: dict[str, Any], unset: set[str]) -> None:
+    """A run that starts from a Stage I output trains on its data and asks its prompt unless told:
+    each data key in `unset` and each prompt field not in `kwargs` takes the Stage I run's value."""
+    for k in ("bench", "data", "question_field", "answer_field"):
+        if k in unset and (record.get("data") or {}).get(k) is not None:
+            data[k] = record["data"][k]
+    for k in PROMPT_FIELDS:
+        if k not in kwargs and (record.get("config") or {}).get(k) is not None:
+            kwargs[k] = record["config"][k]
+
+
+def resolve(req: TrainRequest) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """(data settings, config kwargs, stage-2 lineage): defaults < recipe < command-line options."""
+    recipe = load_recipe(req.recipe)
+    data = data_settings(recipe, req)
+    fill_data_defaults(data)
     kwargs = {k: v for k, v in recipe.items() if k not in (*DATA_KEYS, FROM_CHECKPOINT)}
     kwargs.update(req.overrides)
     for k in DERIVED_FIELDS:
         if k in kwargs:
             raise ScoreError(f"'{k}' is set by score itself: remove it from the recipe or options")
     check_values(kwargs)
-    from score_cli.tasks import read_text_option
-
-    for k in PROMPT_FIELDS[1:]:
-        if isinstance(kwargs.get(k), str):
-            kwargs[k] = read_text_option(kwargs[k], k)
+    read_prompt_files(kwargs)
     # Stage II: --from-checkpoint, else --model (the ablation), else the recipe's from_checkpoint.
     from_checkpoint = req.from_checkpoint or (None if req.model else recipe.get(FROM_CHECKPOINT))
 
@@ -220,12 +247,8 @@ def resolve(req: TrainRequest) -> tuple[dict[str, Any], dict[str, Any], dict[str
         record = stage1_output_record(src)
         lineage = {"base_model": record["base_model"], "policy_init": src, "stage1_record": record}
         data["model"] = src
-        for k in ("bench", "data", "question_field", "answer_field"):  # same data as Stage I unless told
-            if getattr(req, k) is None and k not in recipe and record["data"].get(k) is not None:
-                data[k] = record["data"][k]
-        for k in PROMPT_FIELDS:  # and the same prompt
-            if k not in kwargs and (record.get("config") or {}).get(k) is not None:
-                kwargs[k] = record["config"][k]
+        follow_stage1(record, data, kwargs,
+                      unset={k for k in DATA_KEYS if getattr(req, k) is None and k not in recipe})
     return data, kwargs, lineage
 
 
