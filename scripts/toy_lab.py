@@ -5,6 +5,7 @@
     python scripts/toy_lab.py verify OUT [OUT ...]          # the base's judging skill (AUC)
     python scripts/toy_lab.py verify-drill OUT --steps 800  # can more verification data teach it?
     python scripts/toy_lab.py rl BASE OUT --steps 40 --seed 0 --methods SCoRe,"Stage II only" --set beta1=0.05
+    python scripts/toy_lab.py rl BASE OUT --validation 300 ...   # probe on held-out training problems
 
 `rl` trains methods of `make repro` (its names, or "Stage I" alone) from BASE with recipes/toy.yaml
 changed by `--set`, and probes each (Stage I too).
@@ -217,7 +218,39 @@ def curve(out: str, seed: int, data: dict, training: dict, every: int, n: int = 
     train_toy_model(out, seed=seed, data=toy_data, training=toy_training, on_step=on_step, log_every=0)
 
 
-def rl(base: str, out: str, steps: int, seed: int, methods: list[str], sets: list[str]) -> None:
+def validation_probe(model: Path, stage_dir: Path, seed: int) -> dict[str, float]:
+    """`probe`'s columns on the validation split: the training problems the RL run in `stage_dir`
+    held out (`heldout_problems`, never trained on), 4 samples each like the test probe. Settings
+    are chosen on these; the test split is kept for the final table."""
+    from score_cli.demo import TOY_EVAL
+    from score_cli.evaluate import EvalConfig, evaluate
+    from score_cli.models import read_run_record
+    from score_cli.tasks.toy_task import toy_problems
+
+    out = model / "val-eval"
+    if not (out / "metrics.json").exists():
+        ids = set(read_run_record(stage_dir)["heldout"]["ids"])
+        rows = [{"question": p.question, "answer": p.answer} for p in toy_problems("train", seed=seed) if p.id in ids]
+        out.mkdir(parents=True, exist_ok=True)
+        (out.parent / "validation.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        cfg = EvalConfig(model=str(model), bench="toy", data=str(out.parent / "validation.jsonl"),
+                         question_field="question", answer_field="answer", output_dir=str(out),
+                         resume=(out / "samples.jsonl").exists(), samples=TOY_EVAL["samples"],
+                         decoding=TOY_EVAL["decoding"])
+        cfg.decoding.seed = seed
+        evaluate(cfg)
+    metrics = json.loads((out / "metrics.json").read_text())["metrics"]
+    row = {name: metrics[key]["value"] for name, key in COLUMNS}
+    row.update(retry_accuracy(out / "samples.jsonl"))
+    (model / "validation.json").write_text(json.dumps(row, indent=1))
+    return row
+
+
+def rl(base: str, out: str, steps: int, seed: int, methods: list[str], sets: list[str], validation: int = 0) -> None:
+    """Train `methods` from `base` and probe each model: on the test split, or with `validation` > 0
+    on that many training problems held out of every run (the split for choosing settings)."""
+    import shutil
+
     import yaml
 
     from score_cli.demo import recipe_path
@@ -227,6 +260,15 @@ def rl(base: str, out: str, steps: int, seed: int, methods: list[str], sets: lis
     for item in sets:
         key, value = item.split("=", 1)
         recipe[key] = yaml.safe_load(value)
+    if validation:
+        recipe["heldout_problems"] = validation
+
+    def report(model: Path, stage_dir: Path) -> None:
+        if validation:
+            row = validation_probe(model, stage_dir, seed)
+        else:
+            row = probe(str(model), seed)
+        print(f"{model} | " + " | ".join(f"{100 * v:.1f}" for v in row.values()), flush=True)
     root = Path(out)
     root.mkdir(parents=True, exist_ok=True)
     (root / "recipe.yaml").write_text(yaml.safe_dump(recipe))
@@ -237,13 +279,16 @@ def rl(base: str, out: str, steps: int, seed: int, methods: list[str], sets: lis
 
             model = ensure_stage(1, root / f"seed{seed}" / "stage1", model=base, recipe=str(root / "recipe.yaml"),
                                  overrides={"seed": seed, "max_steps": steps}, callbacks=None)
-            row = probe(str(model), seed)
-            print(f"{model} | " + " | ".join(f"{100 * v:.1f}" for v in row.values()), flush=True)
+            report(model, model)
             continue
         model = run_method(method, Path(base), root, seed, str(root / "recipe.yaml"), steps)
+        if validation and method == "SCoRe" and not (root / f"seed{seed}" / "base").exists():
+            # the base on the same validation problems (a copy of its weights' directory name only)
+            base_copy = root / f"seed{seed}" / "base"
+            shutil.copytree(base, base_copy)
+            report(base_copy, model)
         for m in ([model.parent / "stage1"] if method in ("SCoRe", "SCoRe (alpha=0)") else []) + [model]:
-            row = probe(str(m), seed)
-            print(f"{m} | " + " | ".join(f"{100 * v:.1f}" for v in row.values()), flush=True)
+            report(m, model)
 
 
 def main(argv: list[str]) -> None:
@@ -276,6 +321,8 @@ def main(argv: list[str]) -> None:
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--methods", default="SCoRe")
     r.add_argument("--set", action="append", default=[])
+    r.add_argument("--validation", type=int, default=0,
+                   help="hold out this many training problems from every run and probe on them, not on the test split")
     args = ap.parse_args(argv)
     if args.cmd == "curve":
         return curve(args.out, args.seed, json.loads(args.data), json.loads(args.training), args.every)
@@ -285,7 +332,7 @@ def main(argv: list[str]) -> None:
         return verify_drill(args.model, args.steps, args.lr)
     if args.cmd == "rl":
         logging.basicConfig(level=logging.WARNING)
-        return rl(args.base, args.out, args.steps, args.seed, args.methods.split(","), args.set)
+        return rl(args.base, args.out, args.steps, args.seed, args.methods.split(","), args.set, args.validation)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     models = [args.out] if args.cmd == "build" else args.models
     if args.cmd == "build":
