@@ -197,13 +197,14 @@ def read_prompt_files(kwargs: dict[str, Any]) -> None:
             kwargs[k] = read_text_option(kwargs[k], k)
 
 
-def follow_stage1(record: dict[str, Any], data: dict[str, Any], kwargs: dict[str, Any], unset: set[str]) -> None:
+def follow_stage1(record: dict[str, Any], data: dict[str, Any], kwargs: dict[str, Any], unset: set[str],
+                  fields: tuple[str, ...] = PROMPT_FIELDS) -> None:
     """A run that starts from a Stage I output trains on its data and asks its prompt unless told:
-    each data key in `unset` and each prompt field not in `kwargs` takes the Stage I run's value."""
+    each data key in `unset` and each of `fields` not in `kwargs` takes the Stage I run's value."""
     for k in ("bench", "data", "question_field", "answer_field"):
         if k in unset and (record.get("data") or {}).get(k) is not None:
             data[k] = record["data"][k]
-    for k in PROMPT_FIELDS:
+    for k in fields:
         if k not in kwargs and (record.get("config") or {}).get(k) is not None:
             kwargs[k] = record["config"][k]
 
@@ -247,8 +248,8 @@ def resolve(req: TrainRequest) -> tuple[dict[str, Any], dict[str, Any], dict[str
         record = stage1_output_record(src)
         lineage = {"base_model": record["base_model"], "policy_init": src, "stage1_record": record}
         data["model"] = src
-        follow_stage1(record, data, kwargs,
-                      unset={k for k in DATA_KEYS if getattr(req, k) is None and k not in recipe})
+        follow_stage1(record, data, kwargs, unset={k for k in DATA_KEYS if getattr(req, k) is None and k not in recipe},
+                      fields=(*PROMPT_FIELDS, "turns"))  # Stage II trains as many attempts as Stage I did
     return data, kwargs, lineage
 
 

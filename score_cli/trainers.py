@@ -11,6 +11,20 @@ leave-one-out baseline and a KL penalty to the *base* model, credited per attemp
 
 With gamma > 0, attempt 1's return also gets gamma times attempt 2's return.
 
+N attempts (`turns` N > 2; x -> y1 -> p -> y2 -> p -> ... -> yN, each attempt after the same
+instruction). The paper trains two and describes going further by training on each further
+attempt; this generalisation of the credit is ours:
+
+    Stage I   attempts 1..N-1:   A = 0                                   KL coefficient beta2
+              attempt N:         A = r(yN) - b                           KL coefficient beta1
+    Stage II  attempt 1:         A = r(y1) - b                           KL coefficient beta1
+              attempt k >= 2:    A = r(yk) + alpha (r(yk) - r(y(k-1))) - b   KL coefficient beta1
+
+Each attempt k is credited with its own reward and (k >= 2) its progress over the attempt before
+it, as the two-attempt objective credits attempt 2; Stage I keeps every earlier attempt at the base
+so that the last one learns to improve on what the base writes. gamma > 0 adds gamma times the
+next attempt's return to each attempt's, from the last back. N = 2 is exactly the objective above.
+
 What changes w.r.t. `GRPOTrainer` (everything else - batching, weight syncing, vLLM, gathering
 across processes, checkpointing, logging - is inherited unchanged):
 
@@ -33,20 +47,21 @@ across processes, checkpointing, logging - is inherited unchanged):
 
 Two optional settings of the paper (the implementation choices are ours):
 
-- base_attempt_share (Stage II, two attempts): the paper allows taking attempt 1 from the base
+- base_attempt_share (Stage II): the paper allows taking attempt 1 from the base
   model for part of the data when data is limited. That share of the prompt groups (all
   `num_generations` rollouts of a prompt, so a group's baseline compares like with like; share *
   groups rounded stochastically; drawn by a generator seeded by seed and step, `_base_attempt_rows`)
   gets y1 from the base model (`ref_model`, or with LoRA the policy with its adapter disabled) and
-  y2 from the policy after it. Those y1 are off-policy: their tokens get the turn id BASE_ATTEMPT,
-  out of `env_mask` (no policy-gradient, no KL) but in the context; r(y1) still counts in attempt
-  2's return r2 + alpha (r2 - r1) and in the logged rewards. Logged: `base_attempts`. Not with
-  vLLM (the base model is not loaded there).
+  y2 (and any later attempt) from the policy after it. Those y1 are off-policy: their tokens get
+  the turn id BASE_ATTEMPT, out of `env_mask` (no policy-gradient, no KL) but in the context; r(y1)
+  still counts in attempt 2's return r2 + alpha (r2 - r1) and in the logged rewards. Logged:
+  `base_attempts`. Not with vLLM (the base model is not loaded there).
 - select_checkpoint (last | delta | reward) with heldout_problems: those training problems (by a
   seeded hash of their ids, `heldout_split`) are never trained on; at every checkpoint save
   (`_save_checkpoint`) the policy runs the same two-attempt rollout on them, one sample each at
   the training temperature (`evaluate_heldout`), logged as `heldout/reward_t1`, `heldout/reward_t2`,
-  `heldout/delta`, `heldout/reward` (the stage's objective: r2 in Stage I, r1 + r2 in Stage II)
+  `heldout/delta`, `heldout/reward` (the stage's objective: r2 in Stage I, r1 + r2 in Stage II; with
+  N attempts reward_tk for each, delta = r(yN) - r(y1), the last r or the sum over attempts)
   and written to checkpoint-N/heldout.json. The best by the criterion (ties: the later) is kept in
   transformers' TrainerState (best_metric, best_global_step, best_model_checkpoint: saved with
   each checkpoint, so it survives a resume, and never deleted by save_total_limit), and when
@@ -128,6 +143,11 @@ class SCoReConfig(GRPOConfig):
     beta1: float = field(default=0.01, metadata={"help": "KL coefficient on attempt 2 (both attempts in Stage II)."})
     beta2: float = field(default=0.1, metadata={"help": "Stage I KL coefficient on attempt 1 (keeps it near base)."})
     gamma: float = field(default=0.0, metadata={"help": "Share of attempt 2's return added to attempt 1's (paper: 0)."})
+    turns: int = field(
+        default=2,
+        metadata={"help": "Attempts per rollout (the paper: 2). With N > 2, Stage I rewards the last attempt and holds "
+                  "the others with beta2; Stage II credits attempt k with r(yk) + alpha (r(yk) - r(y(k-1)))."},
+    )
     baseline: str = field(
         default="rloo", metadata={"help": "Reward baseline per prompt: rloo (leave-one-out), mean (group mean), none."}
     )
@@ -175,7 +195,8 @@ class SCoReConfig(GRPOConfig):
     select_checkpoint: str = field(
         default="last",
         metadata={"help": "Model kept in the output directory: last, or the checkpoint with the best held-out delta "
-                  "(r2 - r1) or reward (the stage's objective: r2 in Stage I, r1 + r2 in Stage II)."},
+                  "(r of the last attempt - r1) or reward (the stage's objective: the last attempt's r in Stage I, "
+                  "the sum over attempts in Stage II)."},
     )
     heldout_problems: int | None = field(
         default=None,
@@ -204,6 +225,10 @@ class SCoReConfig(GRPOConfig):
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.lora_r < 0:
             raise ValueError(f"lora_r must be >= 0, got {self.lora_r}")
+        if self.turns < 2:
+            raise ValueError(f"turns must be at least 2 (one attempt is single_turn), got {self.turns}")
+        if self.single_turn and self.turns != 2:
+            raise ValueError(f"single_turn trains one attempt: leave turns at its default (it is {self.turns})")
         if isinstance(self.lora_target_modules, str):
             self.lora_target_modules = [m.strip() for m in self.lora_target_modules.split(",") if m.strip()]
         if self.loss_type not in ("dapo", "grpo"):
@@ -270,18 +295,41 @@ class SCoReConfig(GRPOConfig):
 # ---------------------------------------------------------------------------------------------
 
 
-def score_returns(r1: torch.Tensor, r2: torch.Tensor, *, stage: int, alpha: float, gamma: float = 0.0):
-    """Per-attempt returns (R1, R2) from the binary rewards r(y1), r(y2).
+def score_returns(*rewards: torch.Tensor, stage: int, alpha: float, gamma: float = 0.0) -> tuple[torch.Tensor, ...]:
+    """Per-attempt returns (R1, ..., RN) from the binary rewards r(y1), ..., r(yN) (N >= 2).
 
-    Stage I:  R1 = 0 (attempt 1 is held by the KL only), R2 = r(y2).
-    Stage II: R1 = r(y1), R2 = r(y2) + alpha * (r(y2) - r(y1))  (the progress bonus).
-    gamma > 0: R1 += gamma * R2.
+    Stage I:  Rk = 0 for k < N (earlier attempts are held by the KL only), RN = r(yN).
+    Stage II: R1 = r(y1), Rk = r(yk) + alpha * (r(yk) - r(y(k-1))) for k >= 2  (the progress bonus).
+    gamma > 0: Rk += gamma * R(k+1), from the last attempt back (for N = 2: R1 += gamma * R2).
     """
+    if len(rewards) < 2:
+        raise ValueError("score_returns needs the rewards of at least two attempts")
     if stage == 1:
-        R1, R2 = torch.zeros_like(r1), r2
+        returns = [torch.zeros_like(r) for r in rewards[:-1]] + [rewards[-1]]
     else:
-        R1, R2 = r1, r2 + alpha * (r2 - r1)
-    return R1 + gamma * R2, R2
+        returns = [rewards[0]] + [r + alpha * (r - prev) for prev, r in zip(rewards, rewards[1:], strict=False)]
+    for k in range(len(returns) - 2, -1, -1):
+        returns[k] = returns[k] + gamma * returns[k + 1]
+    return tuple(returns)
+
+
+def kl_coefficients(turns: int, *, stage: int, beta1: float, beta2: float) -> tuple[float, ...]:
+    """The KL coefficient of each attempt's tokens: Stage I holds every attempt before the last at
+    the base with beta2 and gives the last beta1; Stage II gives every attempt beta1."""
+    if stage == 1:
+        return (beta2,) * (turns - 1) + (beta1,)
+    return (beta1,) * turns
+
+
+def reward_weights(turns: int, *, stage: int, alpha: float) -> list[float]:
+    """Weights of r(y1), ..., r(yN) in the logged `reward`, the stage's objective: r(yN) in Stage I;
+    sum_k Rk = sum_k r(yk) + alpha (r(yN) - r(y1)) in Stage II (the bonuses telescope)."""
+    if stage == 1:
+        return [0.0] * (turns - 1) + [1.0]
+    weights = [1.0] * turns
+    weights[0] -= alpha
+    weights[-1] += alpha
+    return weights
 
 
 def baseline(returns: torch.Tensor, group_size: int, kind: str = "rloo") -> torch.Tensor:
@@ -462,11 +510,14 @@ class SCoReTrainer(GRPOTrainer):
         train_problems, self.heldout = heldout_split(problems, args.heldout_problems or 0, args.seed)
         dataset = Dataset.from_list([{"prompt": p.question, "problem_id": p.id} for p in train_problems])
 
-        def t1(completions, problem_id, attempt_texts, **_):
-            return self._grade(problem_id, [a[0] for a in attempt_texts], attempt=0)
+        def attempt_reward(k: int):
+            """TRL reward function `t{k+1}`: r(y_{k+1}) (single_turn: every one grades its one attempt)."""
 
-        def t2(completions, problem_id, attempt_texts, **_):
-            return self._grade(problem_id, [a[-1] for a in attempt_texts], attempt=1)  # = t1 with single_turn
+            def reward(completions, problem_id, attempt_texts, **_):
+                return self._grade(problem_id, [a[min(k, len(a) - 1)] for a in attempt_texts], attempt=k)
+
+            reward.__name__ = f"t{k + 1}"
+            return reward
 
         # The reference is the base model: TRL loads it from the policy's `_name_or_path`, so point
         # that at `ref_model` while TRL builds it (Stage II: the policy is Stage I, the ref is base).
@@ -476,7 +527,7 @@ class SCoReTrainer(GRPOTrainer):
         try:
             super().__init__(
                 model=model,
-                reward_funcs=[t1, t2],
+                reward_funcs=[attempt_reward(k) for k in range(args.turns)],
                 args=args,
                 train_dataset=dataset,
                 processing_class=processing_class,
@@ -494,10 +545,11 @@ class SCoReTrainer(GRPOTrainer):
         if is_peft_model(unwrapped) and "ref" in unwrapped.peft_config:
             unwrapped.delete_adapter("ref")
             unwrapped.set_adapter("default")
-        # The logged `reward` is the stage's objective: r(y2) in Stage I; r1 + r2 + alpha (r2 - r1) in Stage II.
-        weights = [0.0, 1.0] if args.stage == 1 else [1.0 - args.alpha, 1.0 + args.alpha]
+        # The logged `reward` is the stage's objective (`reward_weights`); single_turn: r(y1).
+        self.attempts = 1 if args.single_turn else args.turns  # attempts per rollout
+        weights = reward_weights(args.turns, stage=args.stage, alpha=args.alpha)
         if args.single_turn:
-            weights = [1.0, 0.0]
+            weights = [1.0] + [0.0] * (args.turns - 1)
         self.reward_weights = torch.tensor(weights, dtype=torch.float32)
         self._attempt_rewards: torch.Tensor | None = None
         self._last_answers: dict[int, list[str | None]] = {}
@@ -515,7 +567,7 @@ class SCoReTrainer(GRPOTrainer):
 
     # -- generation: two attempts through the shared rollout ---------------------------------------
     def _rollout(self, prompts: list, trainer, group_size: int | None = None) -> dict:
-        """TRL's `rollout_func`: y1, then y2 after the instruction, by `rollout.run_attempts`.
+        """TRL's `rollout_func`: y1, then each further attempt after the instruction, by `rollout.run_attempts`.
 
         In training with `base_attempt_share`, the rows of the groups `_base_attempt_rows` picks get
         y1 from the base model (`_generate_base`) and y2 from the policy; their y1 tokens get the
@@ -539,7 +591,7 @@ class SCoReTrainer(GRPOTrainer):
 
         first = [first_attempt_ids(self.processing_class, self.task, self._by_question[q]) for q in prompts]
         rollouts = run_attempts(
-            generate, first, turns=1 if self.args.single_turn else 2,
+            generate, first, turns=self.attempts,
             instruction=self._instruction_ids, eos_id=self._eos_id, group_size=group_size,
         )
         continuation = None  # free the last attempt's KV cache before training
@@ -662,7 +714,7 @@ class SCoReTrainer(GRPOTrainer):
 
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
         rewards = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
-        self._attempt_rewards = rewards  # (N_all, 2): r(y1), r(y2), gathered across processes
+        self._attempt_rewards = rewards  # (N_all, turns): r(y1), r(y2), ..., gathered across processes
         return rewards
 
     # -- advantages and KL coefficients per token ----------------------------------------------------
@@ -671,21 +723,21 @@ class SCoReTrainer(GRPOTrainer):
         args: SCoReConfig = self.args
         mode = "train" if self.model.training else "eval"
         group = self.num_generations if mode == "train" else self.num_generations_eval
-        r1, r2 = self._attempt_rewards[:, 0], self._attempt_rewards[:, 1]  # (N_all,)
+        K = self.attempts
+        r = [self._attempt_rewards[:, k] for k in range(K)]  # r(y_k), each (N_all,)
         if args.single_turn:  # one attempt, rewarded like Stage II's attempt 1
-            R1, R2 = r1, torch.zeros_like(r1)
+            returns = [r[0]]
         else:
-            R1, R2 = score_returns(r1, r2, stage=args.stage, alpha=args.alpha, gamma=args.gamma)
-        A1 = R1 - baseline(R1, group, args.baseline)
-        A2 = R2 - baseline(R2, group, args.baseline)
+            returns = list(score_returns(*r, stage=args.stage, alpha=args.alpha, gamma=args.gamma))
+        advantages = [R - baseline(R, group, args.baseline) for R in returns]
         if args.stage == 1 and args.gamma == 0 and not args.single_turn:
-            A1 = torch.zeros_like(A1)  # attempt 1 gets no reward gradient in Stage I
+            advantages[:-1] = [torch.zeros_like(A) for A in advantages[:-1]]  # only the last attempt is rewarded
         # A base model's y1 (base_attempt_share) is off-policy: no advantage (its tokens are also out of
-        # the mask, turn BASE_ATTEMPT); its r(y1) still enters attempt 2's return R2 above.
+        # the mask, turn BASE_ATTEMPT); its r(y1) still enters attempt 2's return above.
         from_base = self.accelerator.gather(
-            torch.tensor([float(x.get("base_attempt", 0)) for x in inputs], device=A1.device)
+            torch.tensor([float(x.get("base_attempt", 0)) for x in inputs], device=r[0].device)
         ) > 0  # (N_all,)
-        A1 = torch.where(from_base, torch.zeros_like(A1), A1)
+        advantages[0] = torch.where(from_base, torch.zeros_like(advantages[0]), advantages[0])
 
         # Keep this process's rollouts, then spread per attempt over the completion tokens.
         n = len(inputs)
@@ -694,36 +746,42 @@ class SCoReTrainer(GRPOTrainer):
         turn = torch.full((n, width), NOT_GENERATED, dtype=torch.long, device=out["completion_ids"].device)
         for i, x in enumerate(inputs):
             turn[i, : len(x["turn_ids"])] = torch.tensor(x["turn_ids"])
-        kl1 = args.beta2 if args.stage == 1 and not args.single_turn else args.beta1
-        out["advantages"] = per_token(turn, [A1[local], A2[local]])  # (B, T)
-        out["kl_coef"] = per_token(turn, [torch.tensor(kl1), torch.tensor(args.beta1)])  # (B, T)
+        betas = kl_coefficients(K, stage=1 if args.stage == 1 and not args.single_turn else 2, beta1=args.beta1,
+                                beta2=args.beta2)
+        out["advantages"] = per_token(turn, [A[local] for A in advantages])  # (B, T)
+        out["kl_coef"] = per_token(turn, [torch.tensor(b) for b in betas])  # (B, T)
         out["turn"] = turn
 
-        # Stable log names (SCORE_PAPER.md metrics), over all processes.
+        # Stable log names (SCORE_PAPER.md metrics), over all processes: per attempt k (reward/tk, ...)
+        # and per consecutive pair; the first pair (t1, t2) keeps the plain names delta, i2c, c2i.
         m = self._metrics[mode]
-        m["reward/t1"].append(r1.mean().item())
-        m["reward/t2"].append(r2.mean().item())
-        m["delta"].append((r2 - r1).mean().item())
-        m["i2c"].append(((r1 == 0) & (r2 == 1)).float().mean().item())
-        m["c2i"].append(((r1 == 1) & (r2 == 0)).float().mean().item())
-        m["return/t1"].append(R1.mean().item())
-        m["return/t2"].append(R2.mean().item())
-        for k, A in (("t1", A1), ("t2", A2)):
-            m[f"advantage/{k}/mean"].append(A.mean().item())
-            m[f"advantage/{k}/std"].append(A.std().item() if A.numel() > 1 else 0.0)
-        # Behaviour collapse (the paper's edit-distance histograms): how often attempt 2 changes the
-        # final answer, and how often it is a verbatim copy of attempt 1.
-        if not args.single_turn and len(self._last_answers.get(0, ())) == n == len(self._last_answers.get(1, ())):
-            changed = [float(a != b) for a, b in zip(self._last_answers[0], self._last_answers[1], strict=True)]
-            copied = [float(x["attempt_texts"][0] == x["attempt_texts"][-1]) for x in inputs]
+        for k in range(self._attempt_rewards.size(1)):
+            m[f"reward/t{k + 1}"].append(self._attempt_rewards[:, k].mean().item())
+        for k, (R, A) in enumerate(zip(returns, advantages, strict=True)):
+            m[f"return/t{k + 1}"].append(R.mean().item())
+            m[f"advantage/t{k + 1}/mean"].append(A.mean().item())
+            m[f"advantage/t{k + 1}/std"].append(A.std().item() if A.numel() > 1 else 0.0)
+        have_answers = all(len(self._last_answers.get(k, ())) == n for k in range(K))
+        for k in range(K - 1):
+            pair = "" if k == 0 else f"/t{k + 1}t{k + 2}"
+            a, b = r[k], r[k + 1]
+            m[f"delta{pair}"].append((b - a).mean().item())
+            m[f"i2c{pair}"].append(((a == 0) & (b == 1)).float().mean().item())
+            m[f"c2i{pair}"].append(((a == 1) & (b == 0)).float().mean().item())
+            if not have_answers:
+                continue
+            # Behaviour collapse (the paper's edit-distance histograms): how often attempt k+1 changes
+            # the final answer, and how often it is a verbatim copy of attempt k ...
+            changed = [float(x != y) for x, y in zip(self._last_answers[k], self._last_answers[k + 1], strict=True)]
+            copied = [float(x["attempt_texts"][k] == x["attempt_texts"][k + 1]) for x in inputs]
             flags = self.accelerator.gather(torch.tensor([changed, copied], device=turn.device).T)  # (N_all, 2)
-            m["answer_changed"].append(flags[:, 0].mean().item())
-            m["zero_edit"].append(flags[:, 1].mean().item())
+            m[f"answer_changed{pair}"].append(flags[:, 0].mean().item())
+            m[f"zero_edit{pair}"].append(flags[:, 1].mean().item())
             # ... and whether it tells the two cases apart: learnt self-correction changes wrong
-            # first attempts and keeps right ones; collapse changes neither.
-            for name, cases in (("changed_after_wrong", r1 == 0), ("changed_after_right", r1 == 1)):
+            # attempts and keeps right ones; collapse changes neither.
+            for name, cases in (("changed_after_wrong", a == 0), ("changed_after_right", a == 1)):
                 if cases.any():
-                    m[name].append(flags[cases, 0].mean().item())
+                    m[f"{name}{pair}"].append(flags[cases, 0].mean().item())
         lengths = torch.tensor([x["attempt_lengths"] for x in inputs], dtype=torch.float32, device=turn.device)
         lengths = self.accelerator.gather(lengths)  # (N_all, attempts)
         for k in range(lengths.size(1)):
@@ -734,10 +792,11 @@ class SCoReTrainer(GRPOTrainer):
 
     # -- held-out evaluation and checkpoint selection ------------------------------------------------
     def evaluate_heldout(self) -> dict[str, float]:
-        """The current policy on the held-out problems, over all processes: mean r(y1) and r(y2),
-        delta = r2 - r1, and reward = the stage's objective (r2 in Stage I, r1 + r2 in Stage II, r1
-        single-turn). Same two-attempt rollout as training (`_rollout`), one sample per problem at
-        the training temperature, under a torch RNG seeded by seed + step and forked from training's."""
+        """The current policy on the held-out problems, over all processes: mean r(yk) of each attempt
+        (reward_t1, reward_t2, ...), delta = r(last) - r(y1), and reward = the stage's objective (the
+        last attempt's r in Stage I, the sum over attempts in Stage II, r1 single-turn). Same rollout
+        as training (`_rollout`), one sample per problem at the training temperature, under a torch
+        RNG seeded by seed + step and forked from training's."""
         n_proc, rank = self.accelerator.num_processes, self.accelerator.process_index
         per = -(-len(self.heldout) // n_proc)
         mine = self.heldout[rank * per : (rank + 1) * per]
@@ -745,7 +804,7 @@ class SCoReTrainer(GRPOTrainer):
         chunk = max(1, self.args.per_device_train_batch_size * self.args.steps_per_generation)
         devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
         was_training = self.model.training
-        graded: list[tuple[float, float]] = []
+        graded: list[tuple[float, ...]] = []
         self.model.eval()
         try:
             with torch.random.fork_rng(devices=devices):
@@ -754,16 +813,15 @@ class SCoReTrainer(GRPOTrainer):
                     batch = rows[start : start + chunk]
                     texts = self._rollout([p.question for p in batch], self, group_size=1)["attempt_texts"]
                     ids = [p.id for p in batch]
-                    r1 = self._grade(ids, [t[0] for t in texts])
-                    r2 = self._grade(ids, [t[-1] for t in texts])
-                    graded += zip(r1, r2, strict=True)
+                    graded += zip(*(self._grade(ids, [t[k] for t in texts]) for k in range(self.attempts)),
+                                  strict=True)
         finally:
             self.model.train(was_training)
         graded = gather_object(graded[: len(mine)]) if n_proc > 1 else graded[: len(mine)]
-        r1 = sum(a for a, _ in graded) / len(graded)
-        r2 = sum(b for _, b in graded) / len(graded)
-        reward = r2 if self.args.stage == 1 else r1 if self.args.single_turn else r1 + r2
-        return {"reward_t1": r1, "reward_t2": r2, "delta": r2 - r1, "reward": reward}
+        means = [sum(g[k] for g in graded) / len(graded) for k in range(self.attempts)]
+        reward = means[-1] if self.args.stage == 1 else means[0] if self.args.single_turn else sum(means)
+        return {**{f"reward_t{k + 1}": v for k, v in enumerate(means)}, "delta": means[-1] - means[0],
+                "reward": reward}
 
     def _save_checkpoint(self, model, trial):
         """With held-out problems, before checkpoint-N is saved: evaluate them, log `heldout/*`, write
@@ -840,7 +898,7 @@ class SCoReTrainer(GRPOTrainer):
             self._metrics[mode]["aux_loss"].append(self.accelerator.gather_for_metrics(aux_loss).mean().item())
 
         # KL per attempt, over all processes
-        for k in (0, 1):
+        for k in range(self.attempts):
             sel = (inputs["turn"] == k).float() * mask
             totals = self.accelerator.reduce(torch.stack([(kl.detach() * sel).sum(), sel.sum()]), reduction="sum")
             self._metrics[mode][f"kl/t{k + 1}"].append((totals[0] / totals[1].clamp(min=1.0)).item())

@@ -82,6 +82,20 @@ def test_stage1_then_stage2_then_eval(tmp_path, tiny_model_dir, data_file):
     assert r.exit_code == 0 and (s1 / "training_curves.png").stat().st_size > 1000
 
 
+def test_stage2_trains_as_many_attempts_as_stage1(tmp_path, tiny_model_dir, data_file):
+    s1 = tmp_path / "s1"
+    r = invoke("stage1", "--model", tiny_model_dir, "--data", data_file, "--max-steps", 1, "--turns", 3,
+               "--output-dir", s1, *FAST)
+    assert r.exit_code == 0, r.output
+    record = json.loads((s1 / "score_run.json").read_text())
+    assert record["config"]["turns"] == 3 and any("reward/t3" in h for h in record["log_history"])
+    for extra, turns in (([], 3), (["--turns", 2], 2)):  # Stage I's unless told
+        out = tmp_path / f"s2-{turns}"
+        r = invoke("stage2", "--from-checkpoint", s1, "--output-dir", out, "--max-steps", 1, *extra, *FAST)
+        assert r.exit_code == 0, r.output
+        assert json.loads((out / "score_run.json").read_text())["config"]["turns"] == turns
+
+
 def one_line_error(result, match):
     assert result.exit_code == 2, result.output
     lines = [x for x in result.output.strip().splitlines() if x.strip()]

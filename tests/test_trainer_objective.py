@@ -18,6 +18,8 @@ from score_cli.trainers import (
     SCoReConfig,
     SCoReTrainer,
     baseline,
+    kl_coefficients,
+    reward_weights,
     score_loss,
     score_returns,
 )
@@ -75,6 +77,37 @@ def test_gamma_adds_attempt_two_return_to_attempt_one():
     assert ret1.tolist() == pytest.approx([a + 0.5 * (b + (b - a)) for a, b in zip(R1, R2, strict=True)])
     s1, _ = score_returns(r1, r2, stage=1, alpha=1.0, gamma=0.5)
     assert s1.tolist() == pytest.approx([0.5 * b for b in R2])
+
+
+R3 = [1.0, 0.0, 0.0, 1.0, 1.0, 1.0]
+
+
+@pytest.mark.parametrize("gamma", [0.0, 0.5])
+def test_three_attempt_returns_by_hand(gamma):
+    alpha, g = 10.0, gamma
+    r1, r2, r3 = (torch.tensor(x) for x in (R1, R2, R3))
+    s2 = [t.tolist() for t in score_returns(r1, r2, r3, stage=2, alpha=alpha, gamma=gamma)]
+    s1 = [t.tolist() for t in score_returns(r1, r2, r3, stage=1, alpha=alpha, gamma=gamma)]
+    for i, (a, b, c) in enumerate(zip(R1, R2, R3, strict=True)):
+        ret3 = c + alpha * (c - b)  # attempt 3: its reward plus its progress over attempt 2
+        ret2 = b + alpha * (b - a) + g * ret3
+        ret1 = a + g * ret2
+        assert [s2[0][i], s2[1][i], s2[2][i]] == pytest.approx([ret1, ret2, ret3])
+        # Stage I: only the last attempt is rewarded; gamma passes it back
+        assert [s1[0][i], s1[1][i], s1[2][i]] == pytest.approx([g * g * c, g * c, c])
+    # e.g. rollout 0: (r1, r2, r3) = (0, 1, 1) -> Stage II returns 0, 11, 1 (gamma 0)
+    assert score_returns(r1, r2, r3, stage=2, alpha=alpha)[1][0].item() == 11.0
+    with pytest.raises(ValueError, match="at least two"):
+        score_returns(r1, stage=2, alpha=alpha)
+
+
+def test_kl_coefficients_and_logged_reward_weights():
+    assert kl_coefficients(2, stage=1, beta1=0.01, beta2=0.1) == (0.1, 0.01)
+    assert kl_coefficients(3, stage=1, beta1=0.01, beta2=0.1) == (0.1, 0.1, 0.01)
+    assert kl_coefficients(3, stage=2, beta1=0.01, beta2=0.1) == (0.01, 0.01, 0.01)
+    assert reward_weights(2, stage=2, alpha=10.0) == [-9.0, 11.0]  # r1 + r2 + 10 (r2 - r1)
+    assert reward_weights(3, stage=2, alpha=10.0) == [-9.0, 1.0, 11.0]  # the bonuses telescope
+    assert reward_weights(3, stage=1, alpha=10.0) == [0.0, 0.0, 1.0]
 
 
 def test_baselines():
@@ -218,9 +251,9 @@ def perturbed_copy(src, dst, scale=0.05, seed=1):
     return dst
 
 
-def make_trainer(policy_dir, ref_dir, stage, tmp_path, scripted, **overrides):
+def make_trainer(policy_dir, ref_dir, stage, tmp_path, scripted, script=QUESTIONS, **overrides):
     tok = AutoTokenizer.from_pretrained(policy_dir, padding_side="left")
-    problems = [Problem(str(i), q, "7") for i, q in enumerate(QUESTIONS)]
+    problems = [Problem(str(i), q, "7") for i, q in enumerate(script)]
     cfg = SCoReConfig(
         output_dir=str(tmp_path / "out"), stage=stage, ref_model=str(ref_dir), num_generations=2,
         per_device_train_batch_size=8, max_attempt_length=4, report_to="none", save_strategy="no",
@@ -228,7 +261,7 @@ def make_trainer(policy_dir, ref_dir, stage, tmp_path, scripted, **overrides):
         **overrides,
     )
     trainer = SCoReTrainer(str(policy_dir), cfg, ExactTask(), problems, processing_class=tok)
-    gen = scripted(tok, QUESTIONS, INSTR)
+    gen = scripted(tok, script, INSTR)
     trainer._generate_single_turn = lambda ids, images, mm, n, **_: gen(ids)
     return trainer, tok
 
@@ -306,6 +339,82 @@ def test_trainer_batch_advantages_kl_and_loss(stage, tiny_model_dir, tmp_path, s
     assert logged["kl/t1"][-1] > 0 and logged["kl/t2"][-1] > 0
 
 
+# Three attempts; the two rollouts of a prompt differ, so the leave-one-out advantages are not zero.
+QUESTIONS3 = {
+    "Q0?": [["ab", "7", "7"], ["7", "7", "zz"]],
+    "Q1?": [["7", "zz", "7"], ["x", "x", "x"]],
+    "Q2?": [["7", "7", "7"], ["7", "y", "y"]],
+    "Q3?": [["x", "y", "7"], ["q", "7", "7"]],
+}
+
+
+@pytest.mark.parametrize("stage", [1, 2])
+def test_three_attempt_batch_advantages_kl_masks_and_loss(stage, tiny_model_dir, tmp_path, scripted):
+    policy = perturbed_copy(tiny_model_dir, tmp_path / "policy")
+    trainer, tok = make_trainer(policy, tiny_model_dir, stage, tmp_path, scripted, script=QUESTIONS3, turns=3,
+                                alpha=10.0, beta1=0.01, beta2=0.1)
+    trainer.model.train()
+    rows = [{"prompt": q, "problem_id": str(i)} for i, q in enumerate(QUESTIONS3) for _ in range(2)]
+    batch = trainer._generate_and_score_completions(rows)
+    chains = [QUESTIONS3[r["prompt"]][b % 2] for b, r in enumerate(rows)]  # rollout b's three texts
+    r = [[float(c[k] == "7") for c in chains] for k in range(3)]  # r[k][b]
+    assert trainer._attempt_rewards.T.tolist() == r
+
+    # hand: per-attempt returns, leave-one-out advantages within each prompt's 2 rollouts, KL coefficients
+    if stage == 1:
+        A = [[0.0] * 8, [0.0] * 8, rloo(r[2], 2)]
+        betas = [0.1, 0.1, 0.01]
+    else:
+        ret = [r[0]] + [[b + 10 * (b - a) for a, b in zip(r[k - 1], r[k], strict=True)] for k in (1, 2)]
+        A = [rloo(x, 2) for x in ret]
+        betas = [0.01, 0.01, 0.01]
+        # Q3: chains (x, y, 7) and (q, 7, 7): attempt 3 returns 11 and 1 -> A3 = +10 and -10;
+        # attempt 2 returns 0 and 11 -> A2 = -11 and +11
+        assert (A[2][6], A[2][7], A[1][6], A[1][7]) == (10.0, -10.0, -11.0, 11.0)
+    assert any(a != 0.0 for a in A[2])
+
+    turn = batch["turn"].tolist()
+    mask = (batch["completion_mask"] * batch["tool_mask"]).tolist()
+    instr_len = len(tok(f"<|user|>{INSTR}</s><|assistant|>", add_special_tokens=False)["input_ids"])
+    for b, chain in enumerate(chains):
+        y = [len(t) + 1 for t in chain]  # text + EOS
+        # y1, instruction, y2, instruction, y3: both instructions are out of the loss
+        want = [0] * y[0] + [NOT_GENERATED] * instr_len + [1] * y[1] + [NOT_GENERATED] * instr_len + [2] * y[2]
+        assert turn[b][: len(want)] == want and all(t == NOT_GENERATED for t in turn[b][len(want) :])
+        for t, k in enumerate(turn[b]):
+            assert batch["advantages"][b, t].item() == pytest.approx(A[k][b] if k >= 0 else 0.0, abs=1e-6)
+            assert batch["kl_coef"][b, t].item() == pytest.approx(betas[k] if k >= 0 else 0.0, abs=1e-7)
+            assert mask[b][t] == (1 if k != NOT_GENERATED else 0)
+
+    # per-attempt and per-pair logs
+    logged = trainer._metrics["train"]
+    for k in range(3):
+        assert logged[f"reward/t{k + 1}"][-1] == pytest.approx(sum(r[k]) / 8)
+    assert logged["delta"][-1] == pytest.approx((sum(r[1]) - sum(r[0])) / 8)
+    assert logged["delta/t2t3"][-1] == pytest.approx((sum(r[2]) - sum(r[1])) / 8)
+    i2c23 = sum(a == 0 and b == 1 for a, b in zip(r[1], r[2], strict=True)) / 8
+    c2i23 = sum(a == 1 and b == 0 for a, b in zip(r[1], r[2], strict=True)) / 8
+    assert (logged["i2c/t2t3"][-1], logged["c2i/t2t3"][-1]) == pytest.approx((i2c23, c2i23))
+    changed23 = sum(c[1] != c[2] for c in chains) / 8
+    assert logged["answer_changed/t2t3"][-1] == pytest.approx(changed23)
+
+    # the loss equals the hand computation: mean over unmasked tokens of -A + beta_t * KL_t
+    trainer.model.eval()
+    args = (batch["prompt_ids"], batch["prompt_mask"], batch["completion_ids"], batch["completion_mask"])
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
+    ref, policy_lp = manual_logps(base, *args), manual_logps(trainer.model, *args)
+    total, count = 0.0, 0
+    for b in range(8):
+        for t, k in enumerate(turn[b]):
+            if mask[b][t]:
+                d = ref[b, t].item() - policy_lp[b, t].item()
+                total += -A[k][b] + betas[k] * (math.exp(d) - d - 1)
+                count += 1
+    loss = trainer._compute_loss(trainer.model, batch)
+    assert loss.item() == pytest.approx(total / count, abs=1e-5)
+    assert all(trainer._metrics["eval"][f"kl/t{k}"][-1] > 0 for k in (1, 2, 3))
+
+
 def test_stage2_reference_is_the_base_model_not_stage1(tiny_model_dir, tmp_path, scripted):
     stage1 = perturbed_copy(tiny_model_dir, tmp_path / "stage1", scale=0.2)
     trainer, _ = make_trainer(stage1, tiny_model_dir, 2, tmp_path, scripted)
@@ -320,16 +429,17 @@ def test_stage2_reference_is_the_base_model_not_stage1(tiny_model_dir, tmp_path,
     assert trainer.model.config._name_or_path == str(stage1)
 
 
-def test_training_attempt_two_continues_attempt_one_cache(tiny_model_dir, tmp_path):
-    """With transformers generation, attempt 2 reads only the instruction turn (attempt 1's KV cache
-    holds x + y1), and samples what re-reading everything samples."""
+@pytest.mark.parametrize("turns", [2, 3])
+def test_training_attempt_two_continues_attempt_one_cache(turns, tiny_model_dir, tmp_path):
+    """With transformers generation, attempt k+1 reads only the instruction turn (attempt k's KV cache
+    holds x + y1 + ... + yk), and samples what re-reading everything samples."""
     tok = AutoTokenizer.from_pretrained(tiny_model_dir, padding_side="left")
     problems = [Problem(str(i), q, "7") for i, q in enumerate(QUESTIONS)]
     runs = {}
     for reuse in (False, True):
         cfg = SCoReConfig(output_dir=str(tmp_path / f"o{reuse}"), ref_model=str(tiny_model_dir), num_generations=2,
                           per_device_train_batch_size=8, max_attempt_length=6, report_to="none", save_strategy="no",
-                          seed=0, reuse_attempt_cache=reuse)
+                          seed=0, reuse_attempt_cache=reuse, turns=turns)
         trainer = SCoReTrainer(str(tiny_model_dir), cfg, ExactTask(), problems, processing_class=tok)
         widths: list[int] = []
         hook = trainer.model.register_forward_pre_hook(
@@ -343,7 +453,12 @@ def test_training_attempt_two_continues_attempt_one_cache(tiny_model_dir, tmp_pa
         runs[reuse] = out, [w for w in widths if w > 1]  # the prefill of each attempt
     (fresh, fresh_widths), (cached, cached_widths) = runs[False], runs[True]
     assert cached["completion_ids"] == fresh["completion_ids"]
-    not_generated = max(t.count(NOT_GENERATED) for t in fresh["turn_ids"])  # instruction (+ EOS where cut)
-    second_inputs = [len(p) + t.index(1) for p, t in zip(fresh["prompt_ids"], fresh["turn_ids"], strict=True)]
-    assert fresh_widths[1] == max(second_inputs)  # x + y1 + instruction, read again
-    assert cached_widths == [fresh_widths[0], not_generated + 1]
+    assert len(fresh_widths) == len(cached_widths) == turns
+    for k in range(1, turns):
+        starts = [t.index(k) for t in fresh["turn_ids"]]
+        inputs = [len(p) + i for p, i in zip(fresh["prompt_ids"], starts, strict=True)]
+        assert fresh_widths[k] == max(inputs)  # x + y1 + ... + instruction, read again
+        # cached: only the instruction (+ an EOS where attempt k was cut off) and attempt k's last token
+        last = [max(j for j in range(i) if t[j] != NOT_GENERATED)
+                for t, i in zip(fresh["turn_ids"], starts, strict=True)]
+        assert cached_widths[k] == max(i - j for i, j in zip(starts, last, strict=True))

@@ -49,3 +49,10 @@ def test_single_turn_rl_raises_the_attempt_one_reward(tiny_model_dir, tmp_path):
     history = train(tiny_model_dir, tmp_path, stage=2, single_turn=True)
     before, after = early_late(history, "reward/t1")
     assert after > before + 0.2, (before, after)
+
+
+def test_stage1_with_three_attempts_raises_the_last_attempt_reward(tiny_model_dir, tmp_path):
+    history = train(tiny_model_dir, tmp_path, stage=1, beta2=0.1, turns=3)
+    before, after = early_late(history, "reward/t3")
+    assert after > before + 0.2, (before, after)
+    assert all(h["kl/t3"] >= 0 and "delta/t2t3" in h for h in history)

@@ -33,6 +33,8 @@ BASE_SCRIPT = {q: ["7", "no"] for q in QUESTIONS}  # the base model's attempt 1 
     ({"heldout_problems": -1}, "heldout_problems must be >= 0"),
     ({"select_checkpoint": "reward", "save_strategy": "no"}, "set save_strategy to steps"),
     ({"stage": 2, "single_turn": True, "select_checkpoint": "delta"}, "use reward or last"),
+    ({"turns": 1}, "turns must be at least 2"),
+    ({"stage": 2, "single_turn": True, "turns": 3}, "single_turn trains one attempt"),
 ])
 def test_bad_values_are_refused_in_one_line(tmp_path, kwargs, message):
     with pytest.raises(ValueError) as e:
