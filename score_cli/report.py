@@ -8,14 +8,31 @@ from pathlib import Path
 from score_cli.errors import ScoreError
 from score_cli.files import read_jsonl
 
+# Panels and their curves; "{k}" stands for each attempt k logged (reward/t1, reward/t2, ...), "{p}"
+# for each later pair of attempts (delta/t2t3, ...): a run with N attempts draws them all.
 CURVES = (
-    ("reward per attempt", ("reward/t1", "reward/t2")),
-    ("Δ(t1,t2) and transitions", ("delta", "i2c", "c2i")),
+    ("reward per attempt", ("reward/t{k}",)),
+    ("Δ(t1,t2) and transitions", ("delta", "i2c", "c2i", "delta/{p}")),
     ("behaviour collapse: attempt 2 vs 1", ("answer_changed", "zero_edit")),
     ("answer changed, by attempt 1", ("changed_after_wrong", "changed_after_right")),
-    ("KL to the base model per attempt", ("kl/t1", "kl/t2")),
-    ("attempt length (tokens)", ("length/t1", "length/t2")),
+    ("KL to the base model per attempt", ("kl/t{k}",)),
+    ("attempt length (tokens)", ("length/t{k}",)),
 )
+
+
+def _curve_keys(history: list[dict], keys: tuple[str, ...]) -> list[str]:
+    """`keys` with "{k}" and "{p}" expanded over the attempts and pairs the history holds."""
+    attempts = max((int(k.rsplit("t", 1)[1]) for h in history for k in h
+                    if k.startswith("reward/t") and k.rsplit("t", 1)[1].isdigit()), default=2)
+    out = []
+    for key in keys:
+        if "{k}" in key:
+            out += [key.format(k=k) for k in range(1, attempts + 1)]
+        elif "{p}" in key:
+            out += [key.format(p=f"t{k}t{k + 1}") for k in range(2, attempts)]
+        else:
+            out.append(key)
+    return out
 
 
 def _plt():
@@ -54,7 +71,7 @@ def plot_training(history: list[dict], out: Path, title: str = "") -> Path:
     plt = _plt()
     fig, axes = plt.subplots(1, len(CURVES), figsize=(4.2 * len(CURVES), 3.4))
     for ax, (name, keys) in zip(axes, CURVES, strict=True):
-        for k in keys:
+        for k in _curve_keys(history, keys):
             pts = [(h["step"], h[k]) for h in history if k in h]
             if pts:
                 ax.plot(*zip(*pts, strict=True), label=k, marker="." if len(pts) < 40 else None)

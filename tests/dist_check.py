@@ -2,7 +2,7 @@
 
 Each process holds its contiguous share of one prompt group of 4 rollouts, so the leave-one-out
 baselines are only right if rewards are gathered across processes. Writes, from process 0, every
-rollout's (A1, A2) and the logged metrics as JSON.
+rollout's advantages per attempt (A1, A2, ...) and the logged metrics as JSON.
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from transformers import AutoTokenizer  # noqa: E402
 from score_cli.tasks import Grade, Problem, Task  # noqa: E402
 from score_cli.trainers import SCoReConfig, SCoReTrainer  # noqa: E402
 
-# one question, 4 rollouts with different attempt texts: gold is "7"
-CHAINS = [["7", "7"], ["x", "7"], ["7", "y"], ["x", "z"]]
+# one question, 4 rollouts with different attempt texts (the first `turns` of each): gold is "7"
+CHAINS = [["7", "7", "x"], ["x", "7", "7"], ["7", "y", "7"], ["x", "z", "z"]]
 INSTR = "Check it."
 
 
@@ -33,14 +33,14 @@ class ExactTask(Task):
         return [Grade(o, o == p.answer) for p, o in zip(problems, outputs, strict=True)]
 
 
-def run(model_dir: str, out: str, stage: int) -> None:
+def run(model_dir: str, out: str, stage: int, turns: int) -> None:
     state = PartialState(cpu=True)
     rank, world = state.process_index, state.num_processes
     local = len(CHAINS) // world
     tok = AutoTokenizer.from_pretrained(model_dir, padding_side="left")
     cfg = SCoReConfig(output_dir=str(Path(out).parent / "o"), stage=stage, ref_model=model_dir, num_generations=4,
                       per_device_train_batch_size=local, max_attempt_length=4, report_to="none",
-                      save_strategy="no", use_cpu=True,
+                      save_strategy="no", use_cpu=True, turns=turns,
                       reuse_attempt_cache=False)  # attempts are scripted through _generate_single_turn
     trainer = SCoReTrainer(model_dir, cfg, ExactTask(), [Problem("0", "Q?", "7")], processing_class=tok)
     mine = CHAINS[rank * local : (rank + 1) * local]
@@ -58,15 +58,15 @@ def run(model_dir: str, out: str, stage: int) -> None:
     adv = []
     for b in range(len(mine)):
         turn = batch["turn"][b].tolist()
-        adv.append([batch["advantages"][b, turn.index(k)].item() for k in (0, 1)])
+        adv.append([batch["advantages"][b, turn.index(k)].item() for k in range(turns)])
     everything = gather_object(adv)
     if state.is_main_process:
-        metrics = {k: v[-1] for k, v in trainer._metrics["train"].items() if k in ("reward/t1", "reward/t2", "i2c",
-                                                                                     "c2i", "delta")}
+        metrics = {k: v[-1] for k, v in trainer._metrics["train"].items()
+                   if k.startswith(("reward/t", "i2c", "c2i", "delta", "answer_changed"))}
         Path(out).write_text(json.dumps({"advantages": everything, "metrics": metrics, "world": world}))
     state.wait_for_everyone()
     state.destroy_process_group()  # before exit: a process group torn down at interpreter exit can abort under load
 
 
 if __name__ == "__main__":
-    run(sys.argv[1], sys.argv[2], int(sys.argv[3]))
+    run(sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))

@@ -32,21 +32,22 @@ def single(*args, timeout: int = 300):
     return r
 
 
-@pytest.mark.parametrize("stage", [1, 2])
-def test_advantages_gathered_across_processes(tmp_path, tiny_model_dir, stage):
+@pytest.mark.parametrize(("stage", "turns"), [(1, 2), (2, 2), (2, 3)])
+def test_advantages_gathered_across_processes(tmp_path, tiny_model_dir, stage, turns):
     one, two = tmp_path / "one.json", tmp_path / "two.json"
-    single(ROOT / "tests" / "dist_check.py", tiny_model_dir, one, stage)
-    launch(ROOT / "tests" / "dist_check.py", tiny_model_dir, two, stage)
+    single(ROOT / "tests" / "dist_check.py", tiny_model_dir, one, stage, turns)
+    launch(ROOT / "tests" / "dist_check.py", tiny_model_dir, two, stage, turns)
     a, b = json.loads(one.read_text()), json.loads(two.read_text())
     assert b["world"] == 2 and a["world"] == 1
     flat = lambda adv: [x for pair in adv for x in pair]  # noqa: E731
     assert flat(b["advantages"]) == pytest.approx(flat(a["advantages"]), abs=1e-6)
     assert b["metrics"] == pytest.approx(a["metrics"])
+    assert f"reward/t{turns}" in b["metrics"] and ("delta/t2t3" in b["metrics"]) == (turns == 3)
     # RLOO over the 4 rollouts of the group, whose halves live on different processes
-    r1, r2 = [1, 0, 1, 0], [1, 1, 0, 0]
-    ret2 = r2 if stage == 1 else [y + 10 * (y - x) for x, y in zip(r1, r2, strict=True)]
-    want2 = [ret2[i] - (sum(ret2) - ret2[i]) / 3 for i in range(4)]
-    assert [x[1] for x in b["advantages"]] == pytest.approx(want2)
+    r = [[1, 0, 1, 0], [1, 1, 0, 0], [0, 1, 1, 0]][:turns]  # r[k][rollout]
+    last = r[-1] if stage == 1 else [y + 10 * (y - x) for x, y in zip(r[-2], r[-1], strict=True)]
+    want = [last[i] - (sum(last) - last[i]) / 3 for i in range(4)]
+    assert [x[-1] for x in b["advantages"]] == pytest.approx(want)
 
 
 def test_stage1_and_eval_on_two_processes(tmp_path, tiny_model_dir):

@@ -94,6 +94,11 @@ def test_stage2_trains_as_many_attempts_as_stage1(tmp_path, tiny_model_dir, data
         r = invoke("stage2", "--from-checkpoint", s1, "--output-dir", out, "--max-steps", 1, *extra, *FAST)
         assert r.exit_code == 0, r.output
         assert json.loads((out / "score_run.json").read_text())["config"]["turns"] == turns
+    # score report draws every attempt's curves
+    from score_cli.report import CURVES, _curve_keys
+
+    keys = _curve_keys(record["log_history"], CURVES[0][1] + CURVES[1][1])
+    assert keys == ["reward/t1", "reward/t2", "reward/t3", "delta", "i2c", "c2i", "delta/t2t3"]
 
 
 def one_line_error(result, match):
