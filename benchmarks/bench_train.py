@@ -17,6 +17,11 @@ single-attempt step. Two settings:
 
 The time per token trained is reported too.
 
+`--turns N` (N > 2) adds a third trainer to the alternation: a SCoRe step with N attempts, each
+continuing the previous one's KV cache. Its cost per *generated* token (step time over the attempt
+tokens generated in the step, read from the `length/tK` logs) is compared with the two-attempt
+step's: the goal is at most 1.10 (the later attempts' longer context costs little with the cache).
+
 The trainers alternate for `--rounds` rounds and each keeps its best round, so warm-up and load
 drift favour neither. A round's figure is the mean step time over its steps after a warm-up step:
 both trainers draw the same prompts at the same step (same seed and dataset order), and prompts of
@@ -24,7 +29,7 @@ different lengths make some steps slower than others, so the mean compares the s
 median could pick different steps on each side. Process CPU time is reported beside wall-clock
 time: on a shared VM it is less disturbed by other tenants.
 
-    python benchmarks/bench_train.py [--setting math|toy] [--shape qwen|tiny] [--rounds 3] [--out FILE]
+    python benchmarks/bench_train.py [--setting math|toy] [--shape qwen|tiny] [--rounds 3] [--turns 3] [--out FILE]
 """
 
 from __future__ import annotations
@@ -126,11 +131,17 @@ def setting(name: str):
     return build_char_tokenizer(), ToyTask(), toy_problems("train", n=256)
 
 
-def measured(timer: StepTimer, trainer) -> tuple[float, float, float, list[float]]:
-    """(mean wall s, mean CPU s, tokens, wall s of each step) per step of one round; the first
-    step warms up."""
+def measured(timer: StepTimer, trainer) -> tuple[float, float, float, list[float], float]:
+    """(mean wall s, mean CPU s, tokens, wall s of each step, generated tokens) per step of one
+    round; the first step warms up. Generated tokens: every attempt's, from the `length/tK` logs."""
+    logs = [h for h in trainer.state.log_history if "length/t1" in h][1:]
+    generated = statistics.fmean(
+        sum(v for k, v in h.items() if k.startswith("length/t")) * trainer.args.per_device_train_batch_size
+        for h in logs
+    ) if logs else float("nan")
     return (statistics.fmean(timer.times[1:]), statistics.fmean(timer.cpu_times[1:]),
-            trainer.state.num_input_tokens_seen / trainer.state.global_step, [round(t, 2) for t in timer.times])
+            trainer.state.num_input_tokens_seen / trainer.state.global_step, [round(t, 2) for t in timer.times],
+            generated)
 
 
 def mean_tokens(rows: list[list[int]]) -> float:
@@ -160,6 +171,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--layers", type=int, default=4)
     ap.add_argument("--no-cache-reuse", action="store_true",
                     help="attempt 2 re-reads x + y1 + instruction instead of continuing attempt 1's KV cache")
+    ap.add_argument("--turns", type=int, default=2,
+                    help="also time a SCoRe step with this many attempts (> 2) beside the two-attempt one")
     ap.add_argument("--out", type=str, default=None)
     args = ap.parse_args(argv)
     max_new = args.max_new_tokens or (128 if args.setting == "math" else 32)
@@ -189,7 +202,7 @@ def main(argv: list[str] | None = None) -> dict:
 
         ds = Dataset.from_list([{"prompt": task.messages(p), "problem_id": p.id} for p in problems])
 
-        def timed_round(make_trainer) -> tuple[float, float, float, list[float]]:
+        def timed_round(make_trainer) -> tuple[float, float, float, list[float], float]:
             timer = StepTimer()
             trainer = make_trainer(timer)
             trainer.train()
@@ -202,21 +215,25 @@ def main(argv: list[str] | None = None) -> dict:
                                 scale_rewards="none", gradient_checkpointing=False, **common),
             )
 
-        def score(i: int, timer: StepTimer) -> SCoReTrainer:
+        def score(i: int, timer: StepTimer, turns: int = 2) -> SCoReTrainer:
             return SCoReTrainer(
-                tmp, SCoReConfig(output_dir=str(Path(tmp) / f"s{i}"), max_attempt_length=max_new, stage=1,
-                                 ref_model=tmp, gradient_checkpointing=False,
+                tmp, SCoReConfig(output_dir=str(Path(tmp) / f"s{turns}-{i}"), max_attempt_length=max_new, stage=1,
+                                 ref_model=tmp, gradient_checkpointing=False, turns=turns,
                                  reuse_attempt_cache=not args.no_cache_reuse, **common),
                 task, problems, processing_class=tok, callbacks=[timer],
             )
 
-        grpo_runs, score_runs = [], []
+        grpo_runs, score_runs, more_runs = [], [], []
         for i in range(args.rounds):
             grpo_runs.append(timed_round(functools.partial(grpo, i)))
             score_runs.append(timed_round(functools.partial(score, i)))
-            print(f"round {i + 1}: grpo {grpo_runs[-1][0]:.3f} s, score {score_runs[-1][0]:.3f} s", flush=True)
-    g, _, g_tokens, _ = min(grpo_runs)  # the round with the best wall-clock mean
-    s, _, s_tokens, _ = min(score_runs)
+            more = ""
+            if args.turns > 2:
+                more_runs.append(timed_round(functools.partial(score, i, turns=args.turns)))
+                more = f", score with {args.turns} attempts {more_runs[-1][0]:.3f} s"
+            print(f"round {i + 1}: grpo {grpo_runs[-1][0]:.3f} s, score {score_runs[-1][0]:.3f} s{more}", flush=True)
+    g, _, g_tokens, _, _ = min(grpo_runs)  # the round with the best wall-clock mean
+    s, _, s_tokens, _, s_generated = min(score_runs)
 
     results = {
         "bench": "train_step",
@@ -242,7 +259,20 @@ def main(argv: list[str] | None = None) -> dict:
         "grpo_tokens_per_step": round(g_tokens),
         "score_tokens_per_step": round(s_tokens),
         "ratio_per_token": round((s / s_tokens) / (g / g_tokens), 3),
+        "score_generated_tokens_per_step": round(s_generated),
+        "score_s_per_1k_generated_tokens": round(1000 * s / s_generated, 3),
     }
+    if more_runs:
+        n, (m, _, m_tokens, _, m_generated) = args.turns, min(more_runs)
+        results.update({
+            f"score_{n}_attempt_step_s": round(m, 3),
+            f"score_{n}_attempt_rounds_s": [round(r[0], 3) for r in more_runs],
+            f"score_{n}_attempt_tokens_per_step": round(m_tokens),
+            f"score_{n}_attempt_generated_tokens_per_step": round(m_generated),
+            f"score_{n}_attempt_s_per_1k_generated_tokens": round(1000 * m / m_generated, 3),
+            "ratio_per_generated_token_vs_two_attempts": round((m / m_generated) / (s / s_generated), 3),
+            "goal_per_generated_token_vs_two_attempts": "<= 1.10",
+        })
     print(json.dumps(results, indent=2))
     if args.out:
         Path(args.out).write_text(json.dumps(results, indent=2) + "\n")

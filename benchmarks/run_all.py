@@ -20,6 +20,7 @@ BENCHES = [
     ("bench_train_no_reuse", "bench_train.py", ["--setting", "math", "--no-cache-reuse"]),
     ("bench_train_tiny", "bench_train.py", ["--setting", "math", "--shape", "tiny"]),
     ("bench_train_toy", "bench_train.py", ["--setting", "toy"]),
+    ("bench_train_3_attempts", "bench_train.py", ["--setting", "math", "--turns", "3"]),
     ("bench_sandbox", "bench_sandbox.py", []),
 ]
 
