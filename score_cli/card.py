@@ -83,6 +83,7 @@ def model_card_text(
     policy_init: str | None,
     stage: int,
     single_turn: bool = False,
+    turns: int = 2,
     task: str | None = None,
     data: dict[str, Any] | None = None,
     prompt: dict[str, Any] | None = None,
@@ -110,6 +111,9 @@ def model_card_text(
         f"- **Base model** (the KL reference): {_shown(base_model)}",
         f"- **Stage**: {what}",
     ]
+    if turns > 2 and not single_turn:
+        lines.append(f"- **Attempts per rollout**: {turns} (`--turns {turns}`: every attempt after the first "
+                     "follows the instruction; the credit per attempt is in score's README)")
     if policy_init and policy_init != base_model:
         lines.append(f"- **Initialised from**: `{policy_init}` (the Stage I output)" if stage == 2
                      else f"- **Initialised from**: `{policy_init}`")
@@ -127,6 +131,8 @@ def model_card_text(
         import shlex
 
         eval_flags = "".join(f" {k} {shlex.quote(v)}" for k, v in flags.items() if v)
+        if turns > 2 and not single_turn:
+            eval_flags += f" --turns {turns}"
         if prompt.get("resolved_instruction"):
             lines.append(f"- **Self-correction instruction** (before attempt 2): \"{prompt['resolved_instruction']}\"")
     bench = (data or {}).get("bench") or "math"
@@ -188,7 +194,7 @@ def write_model_card(trainer, *, model_name: str | None = None, tags: str | list
     prompt = record.get("prompt") or {**args.prompt_spec().record(task)}
     text = model_card_text(
         model_name=model_name or out.name, base_model=base, policy_init=policy_init, stage=args.stage,
-        single_turn=args.single_turn, task=record.get("task") or getattr(task, "name", None),
+        single_turn=args.single_turn, turns=args.turns, task=record.get("task") or getattr(task, "name", None),
         data=record.get("data"), prompt=prompt, recipe_yaml=recipe,
         tags=[tags] if isinstance(tags, str) else list(tags or []), location=args.hub_model_id or str(out),
     )

@@ -265,7 +265,7 @@ class SCoReConfig(GRPOConfig):
         if share > 0 and (self.stage != 2 or self.single_turn):
             # Like alpha, a Stage II setting that one recipe can carry for both stages: Stage I holds
             # attempt 1 at the base by its KL anyway, and one attempt has no first attempt to take.
-            log.warning("base_attempt_share %s is not used in %s (Stage II with two attempts only)", share,
+            log.warning("base_attempt_share %s is not used in %s (Stage II only, not single-turn)", share,
                         "Stage I" if self.stage != 2 else "single-turn training")
             self.base_attempt_share = share = 0.0
         if share > 0 and self.use_vllm:

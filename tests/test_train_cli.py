@@ -89,6 +89,8 @@ def test_stage2_trains_as_many_attempts_as_stage1(tmp_path, tiny_model_dir, data
     assert r.exit_code == 0, r.output
     record = json.loads((s1 / "score_run.json").read_text())
     assert record["config"]["turns"] == 3 and any("reward/t3" in h for h in record["log_history"])
+    card = (s1 / "README.md").read_text()
+    assert "**Attempts per rollout**: 3" in card and "--turns 3" in card
     for extra, turns in (([], 3), (["--turns", 2], 2)):  # Stage I's unless told
         out = tmp_path / f"s2-{turns}"
         r = invoke("stage2", "--from-checkpoint", s1, "--output-dir", out, "--max-steps", 1, *extra, *FAST)

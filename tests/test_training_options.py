@@ -44,7 +44,7 @@ def test_bad_values_are_refused_in_one_line(tmp_path, kwargs, message):
 
 @pytest.mark.parametrize("kwargs", [{"stage": 1}, {"stage": 2, "single_turn": True}], ids=["stage1", "single-turn"])
 def test_base_attempt_share_is_a_stage2_setting_one_recipe_carries(tmp_path, kwargs, caplog):
-    """Like alpha, it is read by Stage II with two attempts only; elsewhere it is not used, and says so."""
+    """Like alpha, it is read by Stage II (not single-turn) only; elsewhere it is not used, and says so."""
     cfg = SCoReConfig(output_dir=str(tmp_path), report_to="none", base_attempt_share=0.5, **kwargs)
     assert cfg.base_attempt_share == 0.0 and "base_attempt_share 0.5 is not used" in caplog.text
     stage2 = SCoReConfig(output_dir=str(tmp_path), report_to="none", stage=2, base_attempt_share=0.5)
