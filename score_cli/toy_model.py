@@ -144,6 +144,12 @@ class ToyData:
     person who reworks a solution from some line on; k never looks at where y1 went wrong, so
     whether to keep a line (it is right) or redo it is left for RL to learn (columns method only).
 
+    With `max_attempts` N > 2, a conversation with a second attempt has 2 to N attempts (uniformly),
+    each further attempt made from the one before it by the same rule (a copy, or a new try that
+    keeps a blind prefix of its lines): the model sees later rounds of the same instruction, so that
+    it can be trained and evaluated on more than two attempts (`--turns`). N = 2 draws nothing more
+    (the same conversations as before the option existed).
+
     With probability `verify` the conversation is instead [question, y1, "Is the solution above
     right?", verdict]: "yes", or "no: line k" naming y1's first wrong line. That is a judging skill
     (the paper's base models can say whether a solution is right when asked) that is never followed
@@ -163,6 +169,7 @@ class ToyData:
     retry_marker: str = ""
     verify: float = 0.0
     keep_prefix: bool = True
+    max_attempts: int = 2
 
     def conversation(self, rng: random.Random, problem: tuple[int, str, int] | None = None) -> dict:
         """One conversation about a random train problem, or about `problem` = (a, op, b)."""
@@ -173,19 +180,30 @@ class ToyData:
         if self.verify and rng.random() < self.verify:
             row["verdict"] = verdict(y1, GOLD.solve(a, op, b))
         elif rng.random() < self.two_turn:
-            copied = rng.random() < self.copy
-            row["copied"] = copied
-            if copied:
-                row["y2"] = y1
-            else:
-                if self.keep_prefix:
-                    lines = y1.splitlines()[:-1]  # the column lines, without the final-answer line
-                    row["kept"] = rng.randrange(len(lines))
-                    retry = self.second.resume(a, op, b, lines[: row["kept"]], rng)
-                else:
-                    retry = self.second.solve(a, op, b, rng)
-                row["y2"] = f"{self.retry_marker}\n{retry}" if self.retry_marker else retry
+            row["copied"], row["y2"], kept = self._next_attempt(y1, (a, op, b), rng)
+            if kept is not None:
+                row["kept"] = kept
+            if self.max_attempts > 2:
+                row["more"], last = [], row["y2"]
+                for _ in range(rng.randint(2, self.max_attempts) - 2):
+                    last = self._next_attempt(last, (a, op, b), rng)[1]
+                    row["more"].append(last)
         return row
+
+    def _next_attempt(self, previous: str, problem: tuple[int, str, int], rng: random.Random):
+        """(copied, the next attempt, lines kept or None): a copy of `previous` with probability
+        `copy`, else a new try by `second` (keeping a blind prefix of `previous`'s lines with
+        `keep_prefix`)."""
+        if rng.random() < self.copy:
+            return True, previous, None
+        kept = None
+        if self.keep_prefix:
+            lines = previous.removeprefix(f"{self.retry_marker}\n" if self.retry_marker else "").splitlines()[:-1]
+            kept = rng.randrange(len(lines))  # the column lines, without the final-answer line
+            retry = self.second.resume(*problem, lines[:kept], rng)
+        else:
+            retry = self.second.solve(*problem, rng)
+        return False, (f"{self.retry_marker}\n{retry}" if self.retry_marker else retry), kept
 
 
 VERIFY_INSTRUCTION = "Is the solution above right?"
@@ -211,7 +229,8 @@ def conversation_ids(tokenizer, row: dict, instruction: str = TOY_INSTRUCTION) -
     """Token ids of a conversation and its labels (-100 except on the assistant's tokens and EOS).
 
     Built with the rollout's own functions, so training sees exactly the token sequence that
-    evaluation and RL give the model: x1 + y1 + EOS + instruction turn + y2 + EOS.
+    evaluation and RL give the model: x1 + y1 + EOS + instruction turn + y2 + EOS (+ instruction
+    turn + y3 + EOS ...).
     """
     from score_cli.rollout import end_of_turn_id, first_attempt_ids, instruction_ids
 
@@ -227,9 +246,10 @@ def conversation_ids(tokenizer, row: dict, instruction: str = TOY_INSTRUCTION) -
         labels += [-100] * len(p) + answer
     elif row["y2"] is not None:
         p = instruction_ids(tokenizer, instruction)
-        y2 = [*tokenizer(row["y2"], add_special_tokens=False)["input_ids"], eos]
-        ids += [*p, *y2]
-        labels += [-100] * len(p) + y2
+        for attempt in [row["y2"], *row.get("more", [])]:  # y2, then any further attempts (max_attempts)
+            y = [*tokenizer(attempt, add_special_tokens=False)["input_ids"], eos]
+            ids += [*p, *y]
+            labels += [-100] * len(p) + y
     return ids, labels
 
 
