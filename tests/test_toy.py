@@ -14,7 +14,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from score_cli.math_grader import extract_answer as final_answer
 from score_cli.rollout import Decoding, HFGenerator, first_attempt_ids, instruction_ids, run_attempts
-from score_cli.tasks.toy_task import NoisySolver, ToyTask, gold_solution, split_of, toy_problems
+from score_cli.tasks.toy_task import TOY_INSTRUCTION, NoisySolver, ToyTask, gold_solution, split_of, toy_problems
 from score_cli.toy_model import (
     RECORD_FILE,
     VERIFY_INSTRUCTION,
@@ -137,6 +137,32 @@ def test_verdict_names_the_first_wrong_line():
     lines = gold.splitlines()
     assert verdict("\n".join([lines[0], "8+9=16 69", *lines[2:]]), gold) == "no: line 2"
     assert verdict("\n".join(lines[:2]), gold) == "no: line 3"  # cut short
+
+
+def test_conversations_with_more_attempts():
+    """max_attempts 4: two-attempt conversations get 2 to 4 attempts, each made from the one before
+    (a copy of it, or a new try keeping a prefix of its lines), rendered like the rollout renders
+    attempt k+1; the default draws no further attempt."""
+    assert all("more" not in r for r in toy_conversations(300, seed=4))
+    rows = [r for r in toy_conversations(900, seed=4, data=ToyData(max_attempts=4, two_turn=1.0))]
+    counts = {n: sum(2 + len(r["more"]) == n for r in rows) for n in (2, 3, 4)}
+    assert sum(counts.values()) == len(rows) and min(counts.values()) > 200, counts
+    tok = build_char_tokenizer()
+    # with a slip-free second solver and no copies, each attempt is the one before's first k lines
+    # (for some k), then the right columns worked from what those lines wrote
+    exact = ToyData(max_attempts=4, two_turn=1.0, copy=0.0, second=NoisySolver())
+    row = next(r for r in toy_conversations(200, seed=5, data=exact) if len(r["more"]) == 2)
+    attempts = [row["y1"], row["y2"], *row["more"]]
+    a, op, b = re.fullmatch(r"(\d+)([+-])(\d+)=\?", row["question"]).groups()
+    for prev, nxt in zip(attempts, attempts[1:], strict=False):
+        lines = prev.splitlines()[:-1]
+        assert any(nxt == NoisySolver().resume(int(a), op, int(b), lines[:k]) for k in range(len(lines)))
+    ids, labels = conversation_ids(tok, row)
+    messages = [{"role": "user", "content": row["question"]}, {"role": "assistant", "content": attempts[0]}]
+    for y in attempts[1:]:
+        messages += [{"role": "user", "content": TOY_INSTRUCTION}, {"role": "assistant", "content": y}]
+    assert ids == list(tok.apply_chat_template(messages, tokenize=True, return_dict=False))
+    assert tok.decode([t for t in labels if t != -100]) == "".join(f"{y}</s>" for y in attempts)
 
 
 def test_verification_and_marked_retries_in_the_data():
