@@ -571,13 +571,17 @@ app.add_typer(toy_app, name="toy")
 def toy_init_cmd(
     out: Annotated[str, typer.Option(help="Where the toy base model is saved.")] = "runs/toy-base",
     seed: Seed = 0,
+    max_attempts: Annotated[
+        int, typer.Option(help="Longest conversation in the base's data, in attempts: > 2 for a base that "
+                          "--turns N training and evaluation can use beyond attempt 2.", min=2)
+    ] = 2,
 ) -> None:
     """Build a tokenizer and train the toy base model from scratch on CPU (saved with save_pretrained)."""
-    from score_cli.toy_model import train_toy_model
+    from score_cli.toy_model import ToyData, train_toy_model
     from score_cli.ui import stdout
 
     setup_logging(True)
-    path = train_toy_model(out, seed=seed)
+    path = train_toy_model(out, seed=seed, data=ToyData(max_attempts=max_attempts))
     stdout.print(f"toy base model in {path}: use it with --model {path} (e.g. score eval --bench toy)")
 
 
@@ -587,7 +591,7 @@ def demo_cmd(
     root: Annotated[str, typer.Option(help="Where the demo's runs go (reused when present).")] = "runs/demo",
     seed: Seed = 0,
     max_steps: Annotated[
-        int | None, typer.Option(help=r"RL steps per stage \[default: 30, so the demo stays under 20 minutes].", min=1)
+        int | None, typer.Option(help=r"RL steps per stage \[default: 40, so the demo stays under 20 minutes].", min=1)
     ] = None,
     ci: Annotated[bool, typer.Option("--ci", help="Show each metric's 95% confidence interval in the table.")] = False,
 ) -> None:
