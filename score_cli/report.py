@@ -78,7 +78,8 @@ def plot_training(history: list[dict], out: Path, title: str = "") -> Path:
         ax.set_title(name, fontsize=10)
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        if ax.lines:  # a panel with nothing logged (e.g. a malformed log) has no legend to draw
+            ax.legend(fontsize=8)
     fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(out, dpi=110)
