@@ -54,8 +54,10 @@ def ensure_stage(stage: int, out: Path, *, recipe: str, callbacks=None, **reques
     return out
 
 
-def ensure_eval(model: Path, out: Path, *, seed: int = 0, progress=None) -> dict:
-    """Evaluate `model` on the toy test split; `progress(name)` is a context giving progress callbacks."""
+def ensure_eval(model: Path, out: Path, *, seed: int = 0, progress=None, turns: int = 2,
+                data: str | None = None) -> dict:
+    """Evaluate `model` on the toy test split (or on `data`, a JSONL of toy problems with question
+    and answer fields) with `turns` attempts; `progress(name)` is a context giving progress callbacks."""
     import json
     from contextlib import nullcontext
 
@@ -64,7 +66,9 @@ def ensure_eval(model: Path, out: Path, *, seed: int = 0, progress=None) -> dict
     if (out / METRICS_FILE).exists():
         return json.loads((out / METRICS_FILE).read_text())["metrics"]
     cfg = EvalConfig(model=str(model), bench="toy", output_dir=str(out), resume=(out / "samples.jsonl").exists(),
-                     limit=TOY_EVAL["limit"], samples=TOY_EVAL["samples"], decoding=TOY_EVAL["decoding"])
+                     limit=TOY_EVAL["limit"], samples=TOY_EVAL["samples"], decoding=TOY_EVAL["decoding"],
+                     turns=turns, **({"data": data, "question_field": "question", "answer_field": "answer"}
+                                     if data else {}))
     cfg.decoding.seed = seed
     with progress(out.name) if progress else nullcontext(Progress()) as callbacks:
         return evaluate(cfg, callbacks).metrics

@@ -218,39 +218,32 @@ def curve(out: str, seed: int, data: dict, training: dict, every: int, n: int = 
     train_toy_model(out, seed=seed, data=toy_data, training=toy_training, on_step=on_step, log_every=0)
 
 
-def validation_probe(model: Path, stage_dir: Path, seed: int) -> dict[str, float]:
+def validation_probe(model: Path, stage_dir: Path, seed: int, out: Path | None = None) -> dict[str, float]:
     """`probe`'s columns on the validation split: the training problems the RL run in `stage_dir`
-    held out (`heldout_problems`, never trained on), 4 samples each like the test probe. Settings
-    are chosen on these; the test split is kept for the final table."""
-    from score_cli.demo import TOY_EVAL
-    from score_cli.evaluate import EvalConfig, evaluate
+    held out (`heldout_problems`, never trained on), 4 samples each like the test probe, evaluated
+    into `out` (default MODEL/val-eval). Settings are chosen on these; the test split is kept for
+    the final table."""
+    from score_cli.demo import ensure_eval
     from score_cli.models import read_run_record
     from score_cli.tasks.toy_task import toy_problems
 
-    out = model / "val-eval"
-    if not (out / "metrics.json").exists():
+    out = out or model / "val-eval"
+    problems = out.parent / "validation.jsonl"
+    if not problems.exists():
         ids = set(read_run_record(stage_dir)["heldout"]["ids"])
         rows = [{"question": p.question, "answer": p.answer} for p in toy_problems("train", seed=seed) if p.id in ids]
-        out.mkdir(parents=True, exist_ok=True)
-        (out.parent / "validation.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-        cfg = EvalConfig(model=str(model), bench="toy", data=str(out.parent / "validation.jsonl"),
-                         question_field="question", answer_field="answer", output_dir=str(out),
-                         resume=(out / "samples.jsonl").exists(), samples=TOY_EVAL["samples"],
-                         decoding=TOY_EVAL["decoding"])
-        cfg.decoding.seed = seed
-        evaluate(cfg)
-    metrics = json.loads((out / "metrics.json").read_text())["metrics"]
+        problems.parent.mkdir(parents=True, exist_ok=True)
+        problems.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    metrics = ensure_eval(model, out, seed=seed, data=str(problems))
     row = {name: metrics[key]["value"] for name, key in COLUMNS}
     row.update(retry_accuracy(out / "samples.jsonl"))
-    (model / "validation.json").write_text(json.dumps(row, indent=1))
+    (out / "validation.json").write_text(json.dumps(row, indent=1))
     return row
 
 
 def rl(base: str, out: str, steps: int, seed: int, methods: list[str], sets: list[str], validation: int = 0) -> None:
     """Train `methods` from `base` and probe each model: on the test split, or with `validation` > 0
     on that many training problems held out of every run (the split for choosing settings)."""
-    import shutil
-
     import yaml
 
     from score_cli.demo import recipe_path
@@ -263,12 +256,12 @@ def rl(base: str, out: str, steps: int, seed: int, methods: list[str], sets: lis
     if validation:
         recipe["heldout_problems"] = validation
 
-    def report(model: Path, stage_dir: Path) -> None:
+    def report(model: Path, stage_dir: Path, out: Path | None = None, name: str | None = None) -> None:
         if validation:
-            row = validation_probe(model, stage_dir, seed)
+            row = validation_probe(model, stage_dir, seed, out)
         else:
             row = probe(str(model), seed)
-        print(f"{model} | " + " | ".join(f"{100 * v:.1f}" for v in row.values()), flush=True)
+        print(f"{name or model} | " + " | ".join(f"{100 * v:.1f}" for v in row.values()), flush=True)
     root = Path(out)
     root.mkdir(parents=True, exist_ok=True)
     (root / "recipe.yaml").write_text(yaml.safe_dump(recipe))
@@ -282,11 +275,8 @@ def rl(base: str, out: str, steps: int, seed: int, methods: list[str], sets: lis
             report(model, model)
             continue
         model = run_method(method, Path(base), root, seed, str(root / "recipe.yaml"), steps)
-        if validation and method == "SCoRe" and not (root / f"seed{seed}" / "base").exists():
-            # the base on the same validation problems (a copy of its weights' directory name only)
-            base_copy = root / f"seed{seed}" / "base"
-            shutil.copytree(base, base_copy)
-            report(base_copy, model)
+        if validation and method == "SCoRe":  # the base on the same validation problems
+            report(Path(base), model, out=root / f"seed{seed}" / "base-val-eval", name=f"{root / f'seed{seed}'}/base")
         for m in ([model.parent / "stage1"] if method in ("SCoRe", "SCoRe (alpha=0)") else []) + [model]:
             report(m, model)
 

@@ -28,16 +28,9 @@ MODELS = ("base", "SCoRe, 2 attempts", "SCoRe, 3 attempts")
 
 def evaluate_turns(model: Path, out: Path, seed: int) -> dict[str, float]:
     """accuracy@t1..t4 (and the deltas) of `model` on the toy test split, cached in `out`."""
-    from score_cli.demo import TOY_EVAL
-    from score_cli.evaluate import METRICS_FILE, EvalConfig, evaluate
+    from score_cli.demo import ensure_eval
 
-    if not (out / METRICS_FILE).exists():
-        cfg = EvalConfig(model=str(model), bench="toy", output_dir=str(out), resume=(out / "samples.jsonl").exists(),
-                         limit=TOY_EVAL["limit"], samples=TOY_EVAL["samples"], decoding=TOY_EVAL["decoding"],
-                         turns=EVAL_TURNS)
-        cfg.decoding.seed = seed
-        evaluate(cfg)
-    metrics = json.loads((out / METRICS_FILE).read_text())["metrics"]
+    metrics = ensure_eval(model, out, seed=seed, turns=EVAL_TURNS)
     return {k: v["value"] for k, v in metrics.items() if k.startswith(("accuracy@t", "delta("))}
 
 

@@ -276,6 +276,19 @@ def manual_logps(model, prompt_ids, prompt_mask, completion_ids, completion_mask
     return lp.gather(-1, completion_ids.unsqueeze(-1)).squeeze(-1)
 
 
+def hand_loss(turn, mask, ref, policy_lp, A, betas) -> float:
+    """The on-policy SCoRe loss by hand: the mean over unmasked tokens of -A_k + beta_k * KL_t, with
+    k the token's attempt, A[k][b] rollout b's advantage for it and KL_t the k3 value."""
+    total, count = 0.0, 0
+    for b, turns in enumerate(turn):
+        for t, k in enumerate(turns):
+            if mask[b][t]:
+                d = ref[b, t].item() - policy_lp[b, t].item()
+                total += -A[k][b] + betas[k] * (math.exp(d) - d - 1)
+                count += 1
+    return total / count
+
+
 @pytest.mark.parametrize("stage", [1, 2])
 def test_trainer_batch_advantages_kl_and_loss(stage, tiny_model_dir, tmp_path, scripted):
     policy = perturbed_copy(tiny_model_dir, tmp_path / "policy")
@@ -324,17 +337,8 @@ def test_trainer_batch_advantages_kl_and_loss(stage, tiny_model_dir, tmp_path, s
     trainer.model.eval()  # no dropout in the tiny model either way; eval keeps the normaliser simple
     policy_lp = manual_logps(trainer.model, *args)
     assert not torch.allclose(policy_lp[m], ref[m], atol=1e-3)  # the KL term is exercised
-    total, count = 0.0, 0
-    for b in range(8):
-        for t, k in enumerate(turn[b]):
-            if not mask[b][t]:
-                continue
-            d = ref[b, t].item() - policy_lp[b, t].item()
-            kl = math.exp(d) - d - 1
-            total += -{0: A1[b], 1: A2[b]}[k] + {0: kl1, 1: 0.01}[k] * kl
-            count += 1
     loss = trainer._compute_loss(trainer.model, batch)
-    assert loss.item() == pytest.approx(total / count, abs=1e-5)
+    assert loss.item() == pytest.approx(hand_loss(turn, mask, ref, policy_lp, [A1, A2], [kl1, 0.01]), abs=1e-5)
     logged = trainer._metrics["eval"]
     assert logged["kl/t1"][-1] > 0 and logged["kl/t2"][-1] > 0
 
@@ -403,15 +407,8 @@ def test_three_attempt_batch_advantages_kl_masks_and_loss(stage, tiny_model_dir,
     args = (batch["prompt_ids"], batch["prompt_mask"], batch["completion_ids"], batch["completion_mask"])
     base = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
     ref, policy_lp = manual_logps(base, *args), manual_logps(trainer.model, *args)
-    total, count = 0.0, 0
-    for b in range(8):
-        for t, k in enumerate(turn[b]):
-            if mask[b][t]:
-                d = ref[b, t].item() - policy_lp[b, t].item()
-                total += -A[k][b] + betas[k] * (math.exp(d) - d - 1)
-                count += 1
     loss = trainer._compute_loss(trainer.model, batch)
-    assert loss.item() == pytest.approx(total / count, abs=1e-5)
+    assert loss.item() == pytest.approx(hand_loss(turn, mask, ref, policy_lp, A, betas), abs=1e-5)
     assert all(trainer._metrics["eval"][f"kl/t{k}"][-1] > 0 for k in (1, 2, 3))
 
 
