@@ -37,6 +37,9 @@ from score_cli.tasks.toy_task import (
     draw_problem,
     question_text,
 )
+from score_cli.tasks.toy_task import (
+    review as review_of,
+)
 
 log = logging.getLogger(__name__)
 
@@ -150,6 +153,11 @@ class ToyData:
     it can be trained and evaluated on more than two attempts (`--turns`). N = 2 draws nothing more
     (the same conversations as before the option existed).
 
+    With `review` every attempt after the first opens with a line-by-line check of the attempt
+    before it (`toy_task.review`: each column step and "ok" or "no", always right), then the new
+    attempt, made exactly as without it: the base has seen its first attempt checked but never
+    seen a check change what it writes next, so acting on the check is left for RL to learn.
+
     With probability `verify` the conversation is instead [question, y1, "Is the solution above
     right?", verdict]: "yes", or "no: line k" naming y1's first wrong line. That is a judging skill
     (the paper's base models can say whether a solution is right when asked) that is never followed
@@ -170,6 +178,7 @@ class ToyData:
     verify: float = 0.0
     keep_prefix: bool = True
     max_attempts: int = 2
+    review: bool = False
 
     def conversation(self, rng: random.Random, problem: tuple[int, str, int] | None = None) -> dict:
         """One conversation about a random train problem, or about `problem` = (a, op, b)."""
@@ -180,15 +189,20 @@ class ToyData:
         if self.verify and rng.random() < self.verify:
             row["verdict"] = verdict(y1, GOLD.solve(a, op, b))
         elif rng.random() < self.two_turn:
-            row["copied"], row["y2"], kept = self._next_attempt(y1, (a, op, b), rng)
+            row["copied"], y2, kept = self._next_attempt(y1, (a, op, b), rng)
+            row["y2"] = self._with_review(y1, y2, (a, op, b))
             if kept is not None:
                 row["kept"] = kept
             if self.max_attempts > 2:
-                row["more"], last = [], row["y2"]
+                row["more"], last = [], y2
                 for _ in range(rng.randint(2, self.max_attempts) - 2):
-                    last = self._next_attempt(last, (a, op, b), rng)[1]
-                    row["more"].append(last)
+                    previous, last = last, self._next_attempt(last, (a, op, b), rng)[1]
+                    row["more"].append(self._with_review(previous, last, (a, op, b)))
         return row
+
+    def _with_review(self, previous: str, attempt: str, problem: tuple[int, str, int]) -> str:
+        """`attempt`, opened with the check of `previous` when `review` is on."""
+        return f"{review_of(previous, *problem)}\n{attempt}" if self.review else attempt
 
     def _next_attempt(self, previous: str, problem: tuple[int, str, int], rng: random.Random):
         """(copied, the next attempt, lines kept or None): a copy of `previous` with probability

@@ -33,19 +33,42 @@ COLUMNS = (("t1", "accuracy@t1"), ("t2", "accuracy@t2"), ("delta", "delta(t1,t2)
 def retry_accuracy(samples: Path) -> dict[str, float]:
     """How good a *changed* second attempt is after a right and after a wrong first attempt. For an
     independent retry the two are equal (the solver's accuracy); a retry that leans on y1 is right
-    far more often after a right y1 than after a wrong one."""
+    far more often after a right y1 than after a wrong one. With a review in attempt 2 (`ToyData.review`),
+    also how right its check of y1 is: "rev" the share of checks equal to the true one, "rev|R" of
+    right first attempts checked all "ok", "rev|W" of wrong ones given at least one "no"."""
+    from score_cli.tasks.toy_task import REVIEW_HEAD, review, solution_part, split_review
+
     right, wrong = [0, 0], [0, 0]
     seen = {True: [0, 0], False: [0, 0]}  # first attempt right/wrong -> [answer changed, all]
+    checks = {"rev": [0, 0], "rev|R": [0, 0], "rev|W": [0, 0]}
     for line in samples.read_text().splitlines():
-        for a, b in json.loads(line)["chains"]:
+        row = json.loads(line)
+        for a, b in row["chains"]:
             seen[a["correct"]][0] += a["answer"] != b["answer"]
             seen[a["correct"]][1] += 1
-            if a["text"] != b["text"]:
+            if b["text"].startswith(REVIEW_HEAD):
+                x, op, y = _operands(row["question"])
+                said = split_review(b["text"])[0]
+                checks["rev"][0] += said == review(a["text"], x, op, y)
+                checks["rev"][1] += 1
+                key, hit = ("rev|R", " no" not in said) if a["correct"] else ("rev|W", " no" in said)
+                checks[key][0] += hit
+                checks[key][1] += 1
+            if solution_part(a["text"]) != solution_part(b["text"]):
                 counts = right if a["correct"] else wrong
                 counts[0] += b["correct"]
                 counts[1] += 1
-    return {"new|R": right[0] / max(right[1], 1), "new|W": wrong[0] / max(wrong[1], 1),
-            "chg|R": seen[True][0] / max(seen[True][1], 1), "chg|W": seen[False][0] / max(seen[False][1], 1)}
+    out = {"new|R": right[0] / max(right[1], 1), "new|W": wrong[0] / max(wrong[1], 1),
+           "chg|R": seen[True][0] / max(seen[True][1], 1), "chg|W": seen[False][0] / max(seen[False][1], 1)}
+    return out | ({k: v[0] / max(v[1], 1) for k, v in checks.items()} if checks["rev"][1] else {})
+
+
+def _operands(question: str) -> tuple[int, str, int]:
+    """(a, op, b) of a toy question "482+397=?"."""
+    body = question.removesuffix("=?")
+    op = "+" if "+" in body else "-"
+    a, b = body.split(op)
+    return int(a), op, int(b)
 
 
 def toy_settings(data: dict, training: dict):
@@ -329,9 +352,9 @@ def main(argv: list[str]) -> None:
         build(args.out, args.seed, json.loads(args.data), json.loads(args.training))
         if not args.probe:
             return
-    print("model | " + " | ".join(name for name, _ in COLUMNS) + " | new|R | new|W | chg|R | chg|W")
     for m in models:
         row = probe(m)
+        print("model | " + " | ".join(row), flush=True)
         print(f"{m} | " + " | ".join(f"{100 * v:.1f}" for v in row.values()), flush=True)
 
 

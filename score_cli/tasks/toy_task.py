@@ -178,8 +178,43 @@ class NoisySolver:
 
 GOLD = NoisySolver()
 
+# A second attempt may open with a check of the attempt before it (`ToyData.review`):
+#   Check:
+#   2+7=9 ok
+#   8+9=16 no
+#   4+3+1=8 ok
+#   Solution:
+#   ...the new worked solution...
+REVIEW_HEAD, REVIEW_END = "Check:", "Solution:"
 
-def gold_solution(problem: Problem) -> str:
-    """The correct worked solution of a toy problem."""
-    m = problem.meta
-    return GOLD.solve(m["a"], m["op"], m["b"])
+
+def review(solution: str, a: int, op: str, b: int) -> str:
+    """A line-by-line check of a column-method solution: each column line's step ("8+9=16") and
+    "ok" when it is right given the lines above it (the carry they wrote), else "no".
+
+    Each verdict is local (one column's sum and the line above it), so a small model can learn to
+    check where it could not learn to judge a whole solution at once (docs/experiments.md); the
+    check is always right, like a verifier's, while the solver it checks slips.
+    """
+    lines = [line for line in solution.splitlines() if "=" in line and not line.startswith("The final")]
+    out = [REVIEW_HEAD]
+    for i, line in enumerate(lines):
+        expected = GOLD.resume(a, op, b, lines[:i]).splitlines()[i]
+        step = line.split(" ", 1)[0]
+        out.append(f"{step} {'ok' if step == expected.split(' ', 1)[0] else 'no'}")
+    return "\n".join([*out, REVIEW_END])
+
+
+def split_review(text: str) -> tuple[str, str]:
+    """(the attempt's opening check, through its REVIEW_END line; the rest): ("", text) when it has
+    none, and (text, "") when the check never ends."""
+    if not text.startswith(REVIEW_HEAD):
+        return "", text
+    head, sep, rest = text.partition(f"\n{REVIEW_END}\n")
+    return (head + sep.rstrip("\n"), rest) if sep else (text, "")
+
+
+def solution_part(text: str) -> str:
+    """An attempt without its opening check: what is compared when asking whether attempt 2 copied
+    attempt 1."""
+    return split_review(text)[1]
