@@ -14,7 +14,17 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from score_cli.math_grader import extract_answer as final_answer
 from score_cli.rollout import Decoding, HFGenerator, first_attempt_ids, instruction_ids, run_attempts
-from score_cli.tasks.toy_task import TOY_INSTRUCTION, NoisySolver, ToyTask, gold_solution, split_of, toy_problems
+from score_cli.tasks.toy_task import (
+    TOY_INSTRUCTION,
+    NoisySolver,
+    ToyTask,
+    gold_solution,
+    review,
+    solution_part,
+    split_of,
+    split_review,
+    toy_problems,
+)
 from score_cli.toy_model import (
     RECORD_FILE,
     VERIFY_INSTRUCTION,
@@ -139,6 +149,46 @@ def test_verdict_names_the_first_wrong_line():
     assert verdict("\n".join(lines[:2]), gold) == "no: line 3"  # cut short
 
 
+def test_review_checks_each_column_against_the_lines_above_it():
+    """Each column step is "ok" when it is right given the carry the line above it wrote: a slip and
+    a dropped carry are "no" where they happen, and the lines that then follow the written numbers
+    are "ok" again; the attempt after the check is what is compared for copies."""
+    gold = NoisySolver().solve(482, "+", 397)
+    assert review(gold, 482, "+", 397) == "Check:\n2+7=9 ok\n8+9=17 ok\n4+3+1=8 ok\nSolution:"
+    slipped = "2+7=9 9\n8+9=16 69\n4+3+1=8 869\nThe final answer is $869$."  # 16 written for 17: carry kept
+    assert review(slipped, 482, "+", 397).splitlines()[1:4] == ["2+7=9 ok", "8+9=16 no", "4+3+1=8 ok"]
+    dropped = "2+7=9 9\n8+9=17 79\n4+3=7 779\nThe final answer is $779$."  # the carry into the hundreds dropped
+    assert review(dropped, 482, "+", 397).splitlines()[1:4] == ["2+7=9 ok", "8+9=17 ok", "4+3=7 no"]
+    borrow = NoisySolver().solve(903, "-", 258)  # 13-8=5, 10-5-1=4, 9-2-1=6
+    assert " no" not in review(borrow, 903, "-", 258)
+    no_borrow = borrow.replace("9-2-1=6 645", "9-2=7 745").replace("$645$", "$745$")
+    assert review(no_borrow, 903, "-", 258).splitlines()[-2] == "9-2=7 no"
+    attempt = f"{review(slipped, 482, '+', 397)}\n{gold}"
+    assert split_review(attempt) == (review(slipped, 482, "+", 397), gold) and solution_part(attempt) == gold
+    assert split_review(gold) == ("", gold) and solution_part("Check:\n2+7=9 ok") == ""
+
+
+def test_reviewed_second_attempts_render_like_the_rollout():
+    """With review every later attempt opens with the true check of the attempt before it; what
+    follows is drawn exactly as without it (the same rng draws: the same solutions)."""
+    plain = toy_conversations(400, seed=6, data=ToyData(max_attempts=3))
+    reviewed = toy_conversations(400, seed=6, data=ToyData(max_attempts=3, review=True))
+    tok = build_char_tokenizer()
+    for p, r in zip(plain, reviewed, strict=True):
+        assert r["y1"] == p["y1"] and (r["y2"] is None) == (p["y2"] is None)
+        if r["y2"] is None:
+            continue
+        a, op, b = (int(x) if x.isdigit() else x for x in re.fullmatch(r"(\d+)([+-])(\d+)=\?", r["question"]).groups())
+        attempts, reviewed_attempts = [p["y1"], p["y2"], *p["more"]], [r["y2"], *r["more"]]
+        for before, plain_next, got in zip(attempts[:-1], attempts[1:], reviewed_attempts, strict=True):
+            assert got == f"{review(before, a, op, b)}\n{plain_next}"
+    row = next(r for r in reviewed if r["y2"] is not None)
+    ids, labels = conversation_ids(tok, row)
+    said = [row["y1"], row["y2"], *row["more"]]
+    assert tok.decode([t for t in labels if t != -100]) == "".join(f"{y}</s>" for y in said)
+    assert any(" no" in r["y2"] for r in reviewed if r["y2"]) and any(" no" not in r["y2"] for r in reviewed if r["y2"])
+
+
 def test_conversations_with_more_attempts():
     """max_attempts 4: two-attempt conversations get 2 to 4 attempts, each made from the one before
     (a copy of it, or a new try keeping a prefix of its lines), rendered like the rollout renders
@@ -192,8 +242,9 @@ def test_verification_and_marked_retries_in_the_data():
 
 @pytest.mark.parametrize("data", [ToyData(two_turn=1.0, keep_prefix=False),
                                   ToyData(two_turn=1.0, keep_prefix=False, retry_marker="Redo:", verify=0.2,
-                                          second=NoisySolver(drop=0.2, slip=0.05, method="places"))],
-                         ids=["fresh-retry", "marker-verify-places"])
+                                          second=NoisySolver(drop=0.2, slip=0.05, method="places")),
+                                  ToyData(two_turn=1.0, keep_prefix=False, review=True)],
+                         ids=["fresh-retry", "marker-verify-places", "reviewed"])
 def test_second_attempts_do_not_depend_on_first_attempt_correctness(data):
     """Whether y2 copies y1, and whether a fresh y2 is right, are independent of y1 being right:
     the data shows how to write a second attempt, never which first attempts to fix.
@@ -210,7 +261,7 @@ def test_second_attempts_do_not_depend_on_first_attempt_correctness(data):
         right = [r for r in rows if final_answer(r["y1"]) == r["answer"]]
         wrong = [r for r in rows if final_answer(r["y1"]) != r["answer"]]
         assert min(len(right), len(wrong)) > 100
-        assert all(r["y2"] == r["y1"] for r in rows if r["copied"])
+        assert all(solution_part(r["y2"]) == r["y1"] for r in rows if r["copied"])  # after any check
         copy_gaps.append(_rate(right, lambda r: r["copied"]) - _rate(wrong, lambda r: r["copied"]))
         fresh_right, fresh_wrong = ([r for r in rs if not r["copied"]] for rs in (right, wrong))
         fresh_gaps.append(_rate(fresh_right, _y2_right) - _rate(fresh_wrong, _y2_right))

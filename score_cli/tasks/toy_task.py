@@ -218,3 +218,9 @@ def solution_part(text: str) -> str:
     """An attempt without its opening check: what is compared when asking whether attempt 2 copied
     attempt 1."""
     return split_review(text)[1]
+
+
+def gold_solution(problem: Problem) -> str:
+    """The correct worked solution of a toy problem."""
+    m = problem.meta
+    return GOLD.solve(m["a"], m["op"], m["b"])
