@@ -444,7 +444,7 @@ def _run(plan: _Planned, progress: Progress, tokenizer, generator, dist: Distrib
 
     order = {p.id: i for i, p in enumerate(problems)}
     rows = sorted((r for r in rows if r["id"] in order), key=lambda r: order[r["id"]])
-    metrics = metrics_from_rows(rows, seed=cfg.decoding.seed)
+    metrics = metrics_from_rows(rows, seed=cfg.decoding.seed, compared=task.compared_part)
     if task.name in CODE_BENCHES:
         metrics.update(pass_at_k_metrics(_pick(rows, "correct"), seed=cfg.decoding.seed))
     if dist.is_main:
@@ -612,11 +612,16 @@ def _pick(rows: list[dict], key: str) -> list[list[list[Any]]]:
     return [[[a[key] for a in chain] for chain in r["chains"]] for r in rows]
 
 
-def metrics_from_rows(rows: list[dict], *, seed: int = 0) -> dict[str, dict[str, float]]:
-    """Metrics of samples.jsonl rows (so a finished or resumed file can be re-scored)."""
+def metrics_from_rows(rows: list[dict], *, seed: int = 0,
+                      compared: Callable[[str], str] | None = None) -> dict[str, dict[str, float]]:
+    """Metrics of samples.jsonl rows (so a finished or resumed file can be re-scored); `compared` is
+    the task's `compared_part`, the part of each attempt the edit metrics compare."""
     if not rows:
         raise ScoreError("no evaluated problems to score: the dataset or --limit selected none")
-    return compute_metrics(_pick(rows, "correct"), _pick(rows, "answer"), _pick(rows, "text"), seed=seed)
+    texts = _pick(rows, "text")
+    if compared is not None:
+        texts = [[[compared(t) for t in chain] for chain in row] for row in texts]
+    return compute_metrics(_pick(rows, "correct"), _pick(rows, "answer"), texts, seed=seed)
 
 
 def versions() -> dict[str, str]:

@@ -773,7 +773,8 @@ class SCoReTrainer(GRPOTrainer):
             # Behaviour collapse (the paper's edit-distance histograms): how often attempt k+1 changes
             # the final answer, and how often it is a verbatim copy of attempt k ...
             changed = [float(x != y) for x, y in zip(self._last_answers[k], self._last_answers[k + 1], strict=True)]
-            copied = [float(x["attempt_texts"][k] == x["attempt_texts"][k + 1]) for x in inputs]
+            body = self.task.compared_part  # without an opening check of the attempt before
+            copied = [float(body(x["attempt_texts"][k]) == body(x["attempt_texts"][k + 1])) for x in inputs]
             flags = self.accelerator.gather(torch.tensor([changed, copied], device=turn.device).T)  # (N_all, 2)
             m[f"answer_changed{pair}"].append(flags[:, 0].mean().item())
             m[f"zero_edit{pair}"].append(flags[:, 1].mean().item())

@@ -166,6 +166,13 @@ def test_review_checks_each_column_against_the_lines_above_it():
     attempt = f"{review(slipped, 482, '+', 397)}\n{gold}"
     assert split_review(attempt) == (review(slipped, 482, "+", 397), gold) and solution_part(attempt) == gold
     assert split_review(gold) == ("", gold) and solution_part("Check:\n2+7=9 ok") == ""
+    # the edit metrics compare what follows the check: a checked copy is a zero edit
+    from score_cli.evaluate import metrics_from_rows
+
+    rows = [{"chains": [[{"text": gold, "answer": "879", "correct": True},
+                         {"text": f"{review(gold, 482, '+', 397)}\n{gold}", "answer": "879", "correct": True}]]}]
+    assert metrics_from_rows(rows, compared=ToyTask().compared_part)["zero_edit(t1,t2)"]["value"] == 1.0
+    assert metrics_from_rows(rows)["zero_edit(t1,t2)"]["value"] == 0.0
 
 
 def test_reviewed_second_attempts_render_like_the_rollout():

@@ -69,3 +69,8 @@ class Task:
 
     def grade(self, problems: Sequence[Problem], outputs: Sequence[str]) -> list[Grade]:
         raise NotImplementedError
+
+    def compared_part(self, text: str) -> str:
+        """The part of an attempt compared with the attempt before it (edit ratio, zero edit: did it
+        copy?): the whole attempt, unless the task's attempts open with something else (a check)."""
+        return text

@@ -108,6 +108,9 @@ class PromptedTask(Task):
     def grade(self, problems: Sequence[Problem], outputs: Sequence[str]) -> list[Grade]:
         return self.inner.grade(problems, outputs)
 
+    def compared_part(self, text: str) -> str:
+        return self.inner.compared_part(text)
+
     def __getattr__(self, name: str):  # anything else (e.g. a code task's sandbox settings) is the task's
         if name in ("inner", "spec"):
             raise AttributeError(name)

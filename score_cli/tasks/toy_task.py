@@ -47,6 +47,9 @@ class ToyTask(Task):
 
         return grade_math([p.answer for p in problems], list(outputs))
 
+    def compared_part(self, text: str) -> str:
+        return solution_part(text)  # a second attempt's opening check of the first is not part of the copy
+
 
 def question_text(a: int, op: str, b: int) -> str:
     return f"{a}{op}{b}=?"
