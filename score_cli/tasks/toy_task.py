@@ -192,20 +192,32 @@ REVIEW_HEAD, REVIEW_END = "Check:", "Solution:"
 
 
 def review(solution: str, a: int, op: str, b: int) -> str:
-    """A line-by-line check of a column-method solution: each column line's step ("8+9=16") and
-    "ok" when it is right given the lines above it (the carry they wrote), else "no".
+    """A line-by-line check of a column-method solution: for each column line, its step as written
+    ("8+9=16"), the step worked again from the carry the line above it wrote ("8+9=17"), and "ok"
+    when the two agree, else "no".
 
-    Each verdict is local (one column's sum and the line above it), so a small model can learn to
-    check where it could not learn to judge a whole solution at once (docs/experiments.md); the
-    check is always right, like a verifier's, while the solver it checks slips.
+    Each line is local (one column, the line above it, two numbers side by side), so a small model
+    can learn it where it could not learn to judge a whole solution at once, nor a step without
+    working it again (docs/experiments.md); the check is always right, while the solver it checks
+    slips. A line that is not a column step (a garbled attempt) is "no".
     """
     lines = [line for line in solution.splitlines() if "=" in line and not line.startswith("The final")]
     out = [REVIEW_HEAD]
     for i, line in enumerate(lines):
-        expected = GOLD.resume(a, op, b, lines[:i]).splitlines()[i]
         step = line.split(" ", 1)[0]
-        out.append(f"{step} {'ok' if step == expected.split(' ', 1)[0] else 'no'}")
+        try:
+            right = GOLD.resume(a, op, b, lines[:i]).splitlines()[i].split(" ", 1)[0]
+        except (ValueError, IndexError):  # the lines above do not parse: nothing to work from
+            right = "?"
+        agree = _result(step) is not None and _result(step) == _result(right)
+        out.append(f"{step} {right} {'ok' if agree else 'no'}")
     return "\n".join([*out, REVIEW_END])
+
+
+def _result(step: str) -> str | None:
+    """What a column step wrote ("17" of "8+9=17"); None for what is not a step."""
+    expr, sep, written = step.partition("=")
+    return written if sep and written.isdigit() else None
 
 
 def split_review(text: str) -> tuple[str, str]:
