@@ -4,6 +4,7 @@
     python scripts/toy_lab.py probe OUT [OUT ...]
     python scripts/toy_lab.py verify OUT [OUT ...]          # the base's judging skill (AUC)
     python scripts/toy_lab.py verify-drill OUT --steps 800  # can more verification data teach it?
+    python scripts/toy_lab.py check-drill OUT|fresh --task conversation --labels verdict  # can it learn a check?
     python scripts/toy_lab.py rl BASE OUT --steps 40 --seed 0 --methods SCoRe,"Stage II only" --set beta1=0.05
     python scripts/toy_lab.py rl BASE OUT --validation 300 ...   # probe on held-out training problems
 
@@ -209,6 +210,110 @@ def verify_drill(model: str, steps: int, lr: float, every: int = 100, n: int = 3
             print(f"step {step}: loss {loss.item():.4f}  AUC {auc():.3f}", flush=True)
 
 
+def _check_rows(task: str, rng, labels: str, wrong: float = 0.2) -> tuple[list[int], list[int]]:
+    """One training or test row of `check-drill`: token ids and labels.
+
+    task "conversation": a reviewed two-attempt conversation, labelled on its check (labels
+    "check") or on the check's verdicts only ("verdict"); "block", "A", "B": y1 and its check lines
+    alone ("block": as `review` writes them, "8+9=16 8+9=17 7-6=1 no"; "A": without the subtraction,
+    "8+9=16 8+9=17 no"; "B": the step worked again, then the result y1 wrote, "8+9=17 16 no": the two
+    numbers side by side); "digits": four lines "x+y=a b ok|no" of random digits, "no" when a != b,
+    a `wrong` share of the time (equality alone)."""
+    from score_cli.toy_model import ToyData, build_char_tokenizer, conversation_ids
+
+    tok = build_char_tokenizer()
+    if task == "digits":
+        lines = []
+        for _ in range(4):
+            a = rng.randrange(10)
+            b = a if rng.random() >= wrong else (a + rng.randrange(1, 10)) % 10
+            lines.append(f"{rng.randrange(10)}+{rng.randrange(10)}={a} {b} {'ok' if a == b else 'no'}")
+        text, start = "\n".join(lines), 0
+        ids = tok(text, add_special_tokens=False)["input_ids"]
+    else:
+        data = ToyData(review=True, two_turn=1.0)
+        row = data.conversation(rng)
+        while not row["y2"]:
+            row = data.conversation(rng)
+        if task == "conversation":
+            ids, _ = conversation_ids(tok, row)
+            text = tok.decode(ids)
+            start = text.index("Check:")
+        else:
+            check = row["y2"].split("Solution:")[0].splitlines()[1:]
+            parts = [c.split(" ") for c in check]
+            if task == "A":
+                check = [f"{p[0]} {p[1]} {p[-1]}" for p in parts]
+            if task == "B":
+                check = [f"{p[1]} {p[0].partition('=')[2]} {p[-1]}" for p in parts]
+            text = row["y1"] + "\n" + "\n".join(check)
+            start = text.index("The final")
+            ids = tok(text, add_special_tokens=False)["input_ids"]
+    end = text.find("Solution:", start) if task == "conversation" else len(text)
+    chars = [tok.decode([i]) for i in ids]
+    assert "".join(chars) == text, "check-drill needs the character tokenizer"
+    out, offset = [], 0
+    for k, (i, c) in enumerate(zip(ids, chars, strict=True)):
+        is_verdict = c in "on" and chars[k - 1] == " " and k + 1 < len(chars) and chars[k + 1] in "ko"
+        keep = start <= offset < end and (labels == "check" or is_verdict)
+        out.append(i if keep else -100)
+        offset += len(c)
+    return ids, out
+
+
+def check_drill(model: str, task: str, labels: str, steps: int, lr: float, batch: int, every: int,
+                shape: dict, wrong: float = 0.2, n: int = 200) -> None:
+    """Can the toy model learn the check's verdict? Train `model` (a path, or "fresh": a random toy
+    model of `shape`) on `task` rows (see `_check_rows`) and print, at step 0 and every `every`
+    steps, the teacher-forced verdict accuracy on `n` held-out rows: how often "ok" is the likelier
+    of ok/no on lines that are right, and "no" on lines that are wrong. Nothing is saved."""
+    import random
+
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from score_cli.toy_model import ToyTraining, _padded, build_char_tokenizer, tiny_causal_lm
+
+    torch.set_num_threads(1)
+    tok = build_char_tokenizer()
+    if model == "fresh":
+        t = ToyTraining(**shape)
+        lm = tiny_causal_lm(tok, hidden=t.hidden, layers=t.layers, heads=t.heads)
+    else:
+        lm = AutoModelForCausalLM.from_pretrained(model)
+    test = [_check_rows(task, random.Random(10_000 + j), "verdict") for j in range(n)]
+    ok_id, no_id = tok.convert_tokens_to_ids("o"), tok.convert_tokens_to_ids("n")
+
+    def accuracy() -> str:
+        lm.eval()
+        hits = {ok_id: [0, 0], no_id: [0, 0]}
+        with torch.no_grad():
+            for ids, marks in test:
+                logits = lm(input_ids=torch.tensor([ids])).logits[0]
+                for k, label in enumerate(marks):
+                    if label != -100:
+                        said = ok_id if logits[k - 1, ok_id] > logits[k - 1, no_id] else no_id
+                        hits[label][0] += said == label
+                        hits[label][1] += 1
+        lm.train()
+        return (f"ok|right {100 * hits[ok_id][0] / max(hits[ok_id][1], 1):.1f}  "
+                f"no|wrong {100 * hits[no_id][0] / max(hits[no_id][1], 1):.1f}  ({hits[no_id][1]} wrong lines)")
+
+    rng = random.Random(1)
+    opt = torch.optim.AdamW(lm.parameters(), lr=lr, betas=(0.9, 0.98), weight_decay=0.01)
+    print(f"step 0: {accuracy()}", flush=True)
+    lm.train()
+    for step in range(1, steps + 1):
+        ids, mask, targets = _padded(tok, [_check_rows(task, rng, labels, wrong) for _ in range(batch)])
+        loss = lm(input_ids=ids, attention_mask=mask, labels=targets).loss
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(lm.parameters(), 1.0)
+        opt.step()
+        if step % every == 0:
+            print(f"step {step}: loss {loss.item():.4f}  {accuracy()}", flush=True)
+
+
 def curve(out: str, seed: int, data: dict, training: dict, every: int, n: int = 100) -> None:
     """Train like `build` and print attempt 1's accuracy (greedy and sampled) on `n` test problems
     every `every` steps: how fast the model learns the arithmetic itself."""
@@ -327,6 +432,16 @@ def main(argv: list[str]) -> None:
     d.add_argument("model")
     d.add_argument("--steps", type=int, default=800)
     d.add_argument("--lr", type=float, default=3e-4)
+    k = sub.add_parser("check-drill")
+    k.add_argument("model", help='a model directory, or "fresh" for a random toy model')
+    k.add_argument("--task", choices=["conversation", "block", "A", "B", "digits"], default="conversation")
+    k.add_argument("--labels", choices=["check", "verdict"], default="verdict")
+    k.add_argument("--steps", type=int, default=600)
+    k.add_argument("--lr", type=float, default=1e-3)
+    k.add_argument("--batch", type=int, default=32)
+    k.add_argument("--every", type=int, default=100)
+    k.add_argument("--wrong", type=float, default=0.2, help='share of "no" lines in the training rows of --task digits')
+    k.add_argument("--shape", default="{}", help='ToyTraining fields of a fresh model, e.g. {"hidden": 256}')
     r = sub.add_parser("rl")
     r.add_argument("base")
     r.add_argument("out")
@@ -343,6 +458,9 @@ def main(argv: list[str]) -> None:
         return [verify(m) for m in args.models] and None
     if args.cmd == "verify-drill":
         return verify_drill(args.model, args.steps, args.lr)
+    if args.cmd == "check-drill":
+        return check_drill(args.model, args.task, args.labels, args.steps, args.lr, args.batch, args.every,
+                           json.loads(args.shape), args.wrong)
     if args.cmd == "rl":
         logging.basicConfig(level=logging.WARNING)
         return rl(args.base, args.out, args.steps, args.seed, args.methods.split(","), args.set, args.validation)

@@ -151,21 +151,22 @@ def test_verdict_names_the_first_wrong_line():
 
 def test_review_checks_each_column_against_the_lines_above_it():
     """Each column step is shown beside the step worked again from the carry the line above it wrote,
-    and is "ok" when their results agree: a slip and
-    a dropped carry are "no" where they happen, and the lines that then follow the written numbers
-    are "ok" again; the attempt after the check is what is compared for copies."""
+    their last digits are subtracted, and the line is "ok" when that is 0: a slip and a dropped
+    carry are "no" where they happen, and the lines that then follow the written numbers are "ok"
+    again; the attempt after the check is what is compared for copies."""
     gold = NoisySolver().solve(482, "+", 397)
-    assert review(gold, 482, "+", 397) == "Check:\n2+7=9 2+7=9 ok\n8+9=17 8+9=17 ok\n4+3+1=8 4+3+1=8 ok\nSolution:"
+    assert review(gold, 482, "+", 397) == (
+        "Check:\n2+7=9 2+7=9 9-9=0 ok\n8+9=17 8+9=17 7-7=0 ok\n4+3+1=8 4+3+1=8 8-8=0 ok\nSolution:")
     slipped = "2+7=9 9\n8+9=16 69\n4+3+1=8 869\nThe final answer is $869$."  # 16 written for 17: carry kept
     assert review(slipped, 482, "+", 397).splitlines()[1:4] == [
-        "2+7=9 2+7=9 ok", "8+9=16 8+9=17 no", "4+3+1=8 4+3+1=8 ok"]
+        "2+7=9 2+7=9 9-9=0 ok", "8+9=16 8+9=17 7-6=1 no", "4+3+1=8 4+3+1=8 8-8=0 ok"]
     dropped = "2+7=9 9\n8+9=17 79\n4+3=7 779\nThe final answer is $779$."  # the carry into the hundreds dropped
     assert review(dropped, 482, "+", 397).splitlines()[1:4] == [
-        "2+7=9 2+7=9 ok", "8+9=17 8+9=17 ok", "4+3=7 4+3+1=8 no"]
+        "2+7=9 2+7=9 9-9=0 ok", "8+9=17 8+9=17 7-7=0 ok", "4+3=7 4+3+1=8 8-7=1 no"]
     borrow = NoisySolver().solve(903, "-", 258)  # 13-8=5, 10-5-1=4, 9-2-1=6
     assert " no" not in review(borrow, 903, "-", 258)
     no_borrow = borrow.replace("9-2-1=6 645", "9-2=7 745").replace("$645$", "$745$")
-    assert review(no_borrow, 903, "-", 258).splitlines()[-2] == "9-2=7 9-2-1=6 no"
+    assert review(no_borrow, 903, "-", 258).splitlines()[-2] == "9-2=7 9-2-1=6 7-6=1 no"
     garbled = "2+7=9 9\n8+9=17\n4+3+1=8 879\nThe final answer is $879$."  # a line without its digits
     assert review(garbled, 482, "+", 397).splitlines()[-2] == "4+3+1=8 ? no"
     attempt = f"{review(slipped, 482, '+', 397)}\n{gold}"

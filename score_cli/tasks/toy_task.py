@@ -183,9 +183,9 @@ GOLD = NoisySolver()
 
 # A second attempt may open with a check of the attempt before it (`ToyData.review`):
 #   Check:
-#   2+7=9 ok
-#   8+9=16 no
-#   4+3+1=8 ok
+#   2+7=9 2+7=9 9-9=0 ok
+#   8+9=16 8+9=17 7-6=1 no
+#   4+3+1=8 4+3+1=8 8-8=0 ok
 #   Solution:
 #   ...the new worked solution...
 REVIEW_HEAD, REVIEW_END = "Check:", "Solution:"
@@ -193,13 +193,14 @@ REVIEW_HEAD, REVIEW_END = "Check:", "Solution:"
 
 def review(solution: str, a: int, op: str, b: int) -> str:
     """A line-by-line check of a column-method solution: for each column line, its step as written
-    ("8+9=16"), the step worked again from the carry the line above it wrote ("8+9=17"), and "ok"
-    when the two agree, else "no".
+    ("8+9=16"), the step worked again from the carry the line above it wrote ("8+9=17"), the
+    larger of their last digits minus the smaller ("7-6=1"), and "ok" when that is 0, else "no".
 
-    Each line is local (one column, the line above it, two numbers side by side), so a small model
-    can learn it where it could not learn to judge a whole solution at once, nor a step without
-    working it again (docs/experiments.md); the check is always right, while the solver it checks
-    slips. A line that is not a column step (a garbled attempt) is "no".
+    Each line is local (one column and the line above it), and the comparison is done by a
+    subtraction the model already knows, because a bare "are these equal?" verdict has no gradient
+    a small model can start from (docs/experiments.md, section 10). The solver's slips are off by
+    one, so comparing last digits is always right on them (a result off by exactly ten would pass).
+    A line that is not a column step (a garbled attempt) is "no".
     """
     lines = [line for line in solution.splitlines() if "=" in line and not line.startswith("The final")]
     out = [REVIEW_HEAD]
@@ -209,8 +210,12 @@ def review(solution: str, a: int, op: str, b: int) -> str:
             right = GOLD.resume(a, op, b, lines[:i]).splitlines()[i].split(" ", 1)[0]
         except (ValueError, IndexError):  # the lines above do not parse: nothing to work from
             right = "?"
-        agree = _result(step) is not None and _result(step) == _result(right)
-        out.append(f"{step} {right} {'ok' if agree else 'no'}")
+        written, worked = _result(step), _result(right)
+        if written is None or worked is None:
+            out.append(f"{step} {right} no")
+            continue
+        hi, lo = sorted((int(written[-1]), int(worked[-1])), reverse=True)
+        out.append(f"{step} {right} {hi}-{lo}={hi - lo} {'ok' if hi == lo else 'no'}")
     return "\n".join([*out, REVIEW_END])
 
 
