@@ -196,8 +196,15 @@ def verify_drill(model: str, steps: int, lr: float, every: int = 100, n: int = 3
         return score
 
     batches = _batches(tok, ToyData(first=solver, second=solver, verify=1.0), random.Random(1), 16)
-    opt = torch.optim.AdamW(lm.parameters(), lr=lr)
-    print(f"step 0: AUC {auc():.3f}", flush=True)
+    _drill(lm, batches, torch.optim.AdamW(lm.parameters(), lr=lr), steps, every, lambda: f"AUC {auc():.3f}")
+
+
+def _drill(lm, batches, opt, steps: int, every: int, report) -> None:
+    """The drills' loop: `steps` optimizer steps on `batches` ((ids, mask, labels) tensors),
+    printing report() at step 0 and, with the batch loss, every `every` steps."""
+    import torch
+
+    print(f"step 0: {report()}", flush=True)
     lm.train()
     for step in range(1, steps + 1):
         ids, mask, labels = next(batches)
@@ -207,7 +214,7 @@ def verify_drill(model: str, steps: int, lr: float, every: int = 100, n: int = 3
         torch.nn.utils.clip_grad_norm_(lm.parameters(), 1.0)
         opt.step()
         if step % every == 0:
-            print(f"step {step}: loss {loss.item():.4f}  AUC {auc():.3f}", flush=True)
+            print(f"step {step}: loss {loss.item():.4f}  {report()}", flush=True)
 
 
 def _check_rows(task: str, rng, labels: str, wrong: float = 0.2) -> tuple[list[int], list[int]]:
@@ -300,18 +307,9 @@ def check_drill(model: str, task: str, labels: str, steps: int, lr: float, batch
                 f"no|wrong {100 * hits[no_id][0] / max(hits[no_id][1], 1):.1f}  ({hits[no_id][1]} wrong lines)")
 
     rng = random.Random(1)
+    batches = iter(lambda: _padded(tok, [_check_rows(task, rng, labels, wrong) for _ in range(batch)]), None)
     opt = torch.optim.AdamW(lm.parameters(), lr=lr, betas=(0.9, 0.98), weight_decay=0.01)
-    print(f"step 0: {accuracy()}", flush=True)
-    lm.train()
-    for step in range(1, steps + 1):
-        ids, mask, targets = _padded(tok, [_check_rows(task, rng, labels, wrong) for _ in range(batch)])
-        loss = lm(input_ids=ids, attention_mask=mask, labels=targets).loss
-        opt.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(lm.parameters(), 1.0)
-        opt.step()
-        if step % every == 0:
-            print(f"step {step}: loss {loss.item():.4f}  {accuracy()}", flush=True)
+    _drill(lm, batches, opt, steps, every, accuracy)
 
 
 def curve(out: str, seed: int, data: dict, training: dict, every: int, n: int = 100) -> None:
