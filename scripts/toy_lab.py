@@ -269,11 +269,12 @@ def _check_rows(task: str, rng, labels: str, wrong: float = 0.2) -> tuple[list[i
 
 
 def check_drill(model: str, task: str, labels: str, steps: int, lr: float, batch: int, every: int,
-                shape: dict, wrong: float = 0.2, n: int = 200) -> None:
+                shape: dict, wrong: float = 0.2, save: str | None = None, n: int = 200) -> None:
     """Can the toy model learn the check's verdict? Train `model` (a path, or "fresh": a random toy
     model of `shape`) on `task` rows (see `_check_rows`) and print, at step 0 and every `every`
     steps, the teacher-forced verdict accuracy on `n` held-out rows: how often "ok" is the likelier
-    of ok/no on lines that are right, and "no" on lines that are wrong. Nothing is saved."""
+    of ok/no on lines that are right, and "no" on lines that are wrong. With `save`, the drilled
+    model is saved there (with the base's toy_model.json), ready for `probe`."""
     import random
 
     import torch
@@ -310,6 +311,16 @@ def check_drill(model: str, task: str, labels: str, steps: int, lr: float, batch
     batches = iter(lambda: _padded(tok, [_check_rows(task, rng, labels, wrong) for _ in range(batch)]), None)
     opt = torch.optim.AdamW(lm.parameters(), lr=lr, betas=(0.9, 0.98), weight_decay=0.01)
     _drill(lm, batches, opt, steps, every, accuracy)
+    if save:
+        import shutil
+
+        lm.save_pretrained(save)
+        tok.save_pretrained(save)
+        if model != "fresh":  # the base's tokenizer, chat template and toy_model.json
+            for f in Path(model).iterdir():
+                if f.is_file() and f.name not in ("model.safetensors", "config.json", "generation_config.json",
+                                                  "probe.json"):
+                    shutil.copy(f, Path(save) / f.name)
 
 
 def curve(out: str, seed: int, data: dict, training: dict, every: int, n: int = 100) -> None:
@@ -439,6 +450,7 @@ def main(argv: list[str]) -> None:
     k.add_argument("--batch", type=int, default=32)
     k.add_argument("--every", type=int, default=100)
     k.add_argument("--wrong", type=float, default=0.2, help='share of "no" lines in the training rows of --task digits')
+    k.add_argument("--save", help="save the drilled model here")
     k.add_argument("--shape", default="{}", help='ToyTraining fields of a fresh model, e.g. {"hidden": 256}')
     r = sub.add_parser("rl")
     r.add_argument("base")
@@ -458,7 +470,7 @@ def main(argv: list[str]) -> None:
         return verify_drill(args.model, args.steps, args.lr)
     if args.cmd == "check-drill":
         return check_drill(args.model, args.task, args.labels, args.steps, args.lr, args.batch, args.every,
-                           json.loads(args.shape), args.wrong)
+                           json.loads(args.shape), args.wrong, args.save)
     if args.cmd == "rl":
         logging.basicConfig(level=logging.WARNING)
         return rl(args.base, args.out, args.steps, args.seed, args.methods.split(","), args.set, args.validation)
