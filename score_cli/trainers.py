@@ -101,6 +101,7 @@ from score_cli.rollout import (
 from score_cli.tasks import Problem, PromptSpec, Task, apply_prompt
 
 log = logging.getLogger(__name__)
+TRUNCATION_WARNING = 0.5  # warn (once per attempt) when more than this share of a batch's attempts is cut off
 
 BASELINES = ("rloo", "mean", "none")
 SELECT_CHECKPOINT = ("last", "delta", "reward")
@@ -501,6 +502,7 @@ class SCoReTrainer(GRPOTrainer):
         tokenizer = processing_class
         self._instruction_ids = instruction_ids(tokenizer, args.instruction or task.instruction)
         self._eos_id = tokenizer.eos_token_id
+        self._warned_cut: set[int] = set()  # attempts already warned about hitting max_attempt_length
         # The prompt column holds the question as plain text, so TRL treats it as text (it only logs
         # it); `_rollout` maps it back to the problem and builds attempt 1 with the task's prompt.
         self._by_question: dict[str, Problem] = {}
@@ -613,6 +615,7 @@ class SCoReTrainer(GRPOTrainer):
             "turn_ids": turn_ids,
             "attempt_texts": texts,
             "attempt_lengths": [[len(o) for o in r.outputs] for r in rollouts],
+            "attempt_cut": [[int(not o or o[-1] != self._eos_id) for o in r.outputs] for r in rollouts],
             "base_attempt": [int(bool(base_rows) and base_rows[i]) for i in range(len(rollouts))],
         }
 
@@ -787,6 +790,16 @@ class SCoReTrainer(GRPOTrainer):
         lengths = self.accelerator.gather(lengths)  # (N_all, attempts)
         for k in range(lengths.size(1)):
             m[f"length/t{k + 1}"].append(lengths[:, k].mean().item())
+        # Attempts that hit max_attempt_length before ending: cut off, their answers usually score 0.
+        cut = self.accelerator.gather(torch.tensor([x["attempt_cut"] for x in inputs], dtype=torch.float32,
+                                                   device=turn.device)).mean(0)
+        for k, share in enumerate(cut.tolist()):
+            m[f"truncated/t{k + 1}"].append(share)
+            if share > TRUNCATION_WARNING and k not in self._warned_cut:
+                self._warned_cut.add(k)
+                log.warning("%.0f%% of attempt %d's samples hit max_attempt_length %d before they ended and are "
+                            "cut off: raise max_attempt_length (the recipe's key, or --max-attempt-length)",
+                            100 * share, k + 1, args.max_attempt_length)
         if args.base_attempt_share > 0 and mode == "train":
             m["base_attempts"].append(from_base.float().mean().item())  # the share used in this batch
         return out

@@ -5,6 +5,7 @@ The hand computations below use plain Python loops over tokens, not the trainer'
 
 from __future__ import annotations
 
+import logging
 import math
 
 import pytest
@@ -264,6 +265,29 @@ def make_trainer(policy_dir, ref_dir, stage, tmp_path, scripted, script=QUESTION
     gen = scripted(tok, script, INSTR)
     trainer._generate_single_turn = lambda ids, images, mm, n, **_: gen(ids)
     return trainer, tok
+
+
+def test_trainer_logs_and_warns_once_when_attempts_are_cut_off(tiny_model_dir, tmp_path, scripted, caplog):
+    """An attempt that ends without EOS hit max_attempt_length: truncated/tk is the share of them, and
+    more than half cut off in a batch warns once per attempt, naming the setting to raise."""
+    trainer, tok = make_trainer(tiny_model_dir, tiny_model_dir, 2, tmp_path, scripted)
+    gen = scripted(tok, QUESTIONS, INSTR)
+
+    def second_attempts_cut(ids):  # attempt 2 of Q0, Q1, Q2 comes back without its EOS
+        outs, cache = gen(ids)
+        texts = [tok.decode(x) for x in ids]
+        return [o[:-1] if INSTR in t and "Q3?" not in t else o for o, t in zip(outs, texts, strict=True)], cache
+
+    trainer._generate_single_turn = lambda ids, images, mm, n, **_: second_attempts_cut(ids)
+    trainer.model.train()
+    rows = [{"prompt": q, "problem_id": str(i)} for i, q in enumerate(QUESTIONS) for _ in range(2)]
+    with caplog.at_level(logging.WARNING, logger="score_cli.trainers"):
+        trainer._generate_and_score_completions(rows)
+        trainer._generate_and_score_completions(rows)
+    logged = trainer._metrics["train"]
+    assert logged["truncated/t1"] == [0.0, 0.0] and logged["truncated/t2"] == [0.75, 0.75]
+    warnings = [r.getMessage() for r in caplog.records if "max_attempt_length" in r.getMessage()]
+    assert len(warnings) == 1 and "75% of attempt 2's samples" in warnings[0]
 
 
 def manual_logps(model, prompt_ids, prompt_mask, completion_ids, completion_mask):
