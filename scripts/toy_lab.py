@@ -221,11 +221,11 @@ def _check_rows(task: str, rng, labels: str, wrong: float = 0.2) -> tuple[list[i
     """One training or test row of `check-drill`: token ids and labels.
 
     task "conversation": a reviewed two-attempt conversation, labelled on its check (labels
-    "check") or on the check's verdicts only ("verdict"); "block", "A", "B": y1 and its check lines
-    alone ("block": as `review` writes them, "8+9=16 8+9=17 7-6=1 no"; "A": without the subtraction,
-    "8+9=16 8+9=17 no"; "B": the step worked again, then the result y1 wrote, "8+9=17 16 no": the two
-    numbers side by side); "digits": four lines "x+y=a b ok|no" of random digits, "no" when a != b,
-    a `wrong` share of the time (equality alone)."""
+    "check"), on the check's verdicts only ("verdict") or like the base's training ("all"); "block",
+    "A", "B": y1 and its check lines alone ("block": as `review` writes them, "8+9=16 8+9=17 7-6=1
+    no"; "A": without the subtraction, "8+9=16 8+9=17 no"; "B": the step worked again, then the
+    result y1 wrote, "8+9=17 16 no": the two numbers side by side); "digits": four lines "x+y=a b
+    ok|no" of random digits, "no" when a != b, a `wrong` share of the time (equality alone)."""
     from score_cli.toy_model import ToyData, build_char_tokenizer, conversation_ids
 
     tok = build_char_tokenizer()
@@ -243,7 +243,9 @@ def _check_rows(task: str, rng, labels: str, wrong: float = 0.2) -> tuple[list[i
         while not row["y2"]:
             row = data.conversation(rng)
         if task == "conversation":
-            ids, _ = conversation_ids(tok, row)
+            ids, assistant = conversation_ids(tok, row)
+            if labels == "all":  # the base's own training labels: every assistant token
+                return ids, assistant
             text = tok.decode(ids)
             start = text.index("Check:")
         else:
@@ -444,7 +446,7 @@ def main(argv: list[str]) -> None:
     k = sub.add_parser("check-drill")
     k.add_argument("model", help='a model directory, or "fresh" for a random toy model')
     k.add_argument("--task", choices=["conversation", "block", "A", "B", "digits"], default="conversation")
-    k.add_argument("--labels", choices=["check", "verdict"], default="verdict")
+    k.add_argument("--labels", choices=["check", "verdict", "all"], default="verdict")
     k.add_argument("--steps", type=int, default=600)
     k.add_argument("--lr", type=float, default=1e-3)
     k.add_argument("--batch", type=int, default=32)
