@@ -217,8 +217,9 @@ def _drill(lm, batches, opt, steps: int, every: int, report) -> None:
             print(f"step {step}: loss {loss.item():.4f}  {report()}", flush=True)
 
 
-def _check_rows(task: str, rng, labels: str, wrong: float = 0.2) -> tuple[list[int], list[int]]:
-    """One training or test row of `check-drill`: token ids and labels.
+def _check_rows(task: str, rng, labels: str, tok, wrong: float = 0.2) -> tuple[list[int], list[int]]:
+    """One training or test row of `check-drill`: token ids and labels (`tok`: the character
+    tokenizer).
 
     task "conversation": a reviewed two-attempt conversation, labelled on its check (labels
     "check"), on the check's verdicts only ("verdict") or like the base's training ("all"); "block",
@@ -226,9 +227,8 @@ def _check_rows(task: str, rng, labels: str, wrong: float = 0.2) -> tuple[list[i
     no"; "A": without the subtraction, "8+9=16 8+9=17 no"; "B": the step worked again, then the
     result y1 wrote, "8+9=17 16 no": the two numbers side by side); "digits": four lines "x+y=a b
     ok|no" of random digits, "no" when a != b, a `wrong` share of the time (equality alone)."""
-    from score_cli.toy_model import ToyData, build_char_tokenizer, conversation_ids
+    from score_cli.toy_model import ToyData, conversation_ids
 
-    tok = build_char_tokenizer()
     if task == "digits":
         lines = []
         for _ in range(4):
@@ -291,7 +291,7 @@ def check_drill(model: str, task: str, labels: str, steps: int, lr: float, batch
         lm = tiny_causal_lm(tok, hidden=t.hidden, layers=t.layers, heads=t.heads)
     else:
         lm = AutoModelForCausalLM.from_pretrained(model)
-    test = [_check_rows(task, random.Random(10_000 + j), "verdict") for j in range(n)]
+    test = [_check_rows(task, random.Random(10_000 + j), "verdict", tok) for j in range(n)]
     ok_id, no_id = tok.convert_tokens_to_ids("o"), tok.convert_tokens_to_ids("n")
 
     def accuracy() -> str:
@@ -310,7 +310,7 @@ def check_drill(model: str, task: str, labels: str, steps: int, lr: float, batch
                 f"no|wrong {100 * hits[no_id][0] / max(hits[no_id][1], 1):.1f}  ({hits[no_id][1]} wrong lines)")
 
     rng = random.Random(1)
-    batches = iter(lambda: _padded(tok, [_check_rows(task, rng, labels, wrong) for _ in range(batch)]), None)
+    batches = iter(lambda: _padded(tok, [_check_rows(task, rng, labels, tok, wrong) for _ in range(batch)]), None)
     opt = torch.optim.AdamW(lm.parameters(), lr=lr, betas=(0.9, 0.98), weight_decay=0.01)
     _drill(lm, batches, opt, steps, every, accuracy)
     if save:
