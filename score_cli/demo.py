@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 from score_cli.errors import ScoreError
@@ -66,10 +67,9 @@ def ensure_eval(model: Path, out: Path, *, seed: int = 0, progress=None, turns: 
     if (out / METRICS_FILE).exists():
         return json.loads((out / METRICS_FILE).read_text())["metrics"]
     cfg = EvalConfig(model=str(model), bench="toy", output_dir=str(out), resume=(out / "samples.jsonl").exists(),
-                     limit=TOY_EVAL["limit"], samples=TOY_EVAL["samples"], decoding=TOY_EVAL["decoding"],
-                     turns=turns, **({"data": data, "question_field": "question", "answer_field": "answer"}
-                                     if data else {}))
-    cfg.decoding.seed = seed
+                     limit=TOY_EVAL["limit"], samples=TOY_EVAL["samples"],
+                     decoding=replace(TOY_EVAL["decoding"], seed=seed), turns=turns,
+                     **({"data": data, "question_field": "question", "answer_field": "answer"} if data else {}))
     with progress(out.name) if progress else nullcontext(Progress()) as callbacks:
         return evaluate(cfg, callbacks).metrics
 

@@ -112,3 +112,20 @@ def test_repro_methods_runs_only_those_asked_for(tmp_path, recorder):
     assert [c["out"].name for c in recorder] == ["star"]
     with pytest.raises(repro.ScoreError, match="unknown method.*'SCORE'.*choose from base, single-turn RL"):
         repro.run_repro(str(tmp_path), seeds=(0,), base_dir=str(tmp_path / "base"), methods=["SCORE"])
+
+
+def test_ensure_eval_uses_its_seed_without_changing_the_shared_decoding(tmp_path, monkeypatch):
+    """Each seed's evaluation samples with that seed, and the module's default decoding stays as it
+    was (an earlier version wrote the seed into it, so one call leaked into the next)."""
+    seen = []
+
+    class Result:
+        metrics = {"accuracy@t1": {"value": 0.5}}
+
+    monkeypatch.setattr(demo, "evaluate", lambda cfg, callbacks: seen.append(cfg) or Result())
+    before = demo.TOY_EVAL["decoding"].seed
+    demo.ensure_eval(tmp_path / "model", tmp_path / "a", seed=2)
+    demo.ensure_eval(tmp_path / "model", tmp_path / "b", seed=5)
+    assert [cfg.decoding.seed for cfg in seen] == [2, 5]
+    assert demo.TOY_EVAL["decoding"].seed == before
+    assert seen[0].decoding.temperature == demo.TOY_EVAL["decoding"].temperature == 1.0
