@@ -158,6 +158,10 @@ class ToyData:
     attempt, made exactly as without it: the base has seen its first attempt checked but never
     seen a check change what it writes next, so acting on the check is left for RL to learn.
 
+    With `short_copy` a copy restates only y1's final-answer line ("The final answer is $652$."):
+    keeping y1 is then a few tokens to get right instead of a whole solution to copy (two attempts
+    only).
+
     With probability `verify` the conversation is instead [question, y1, "Is the solution above
     right?", verdict]: "yes", or "no: line k" naming y1's first wrong line. That is a judging skill
     (the paper's base models can say whether a solution is right when asked) that is never followed
@@ -179,6 +183,11 @@ class ToyData:
     keep_prefix: bool = True
     max_attempts: int = 2
     review: bool = False
+    short_copy: bool = False
+
+    def __post_init__(self) -> None:
+        if self.short_copy and self.max_attempts > 2:
+            raise ValueError("short_copy works with two attempts only (max_attempts 2)")
 
     def conversation(self, rng: random.Random, problem: tuple[int, str, int] | None = None) -> dict:
         """One conversation about a random train problem, or about `problem` = (a, op, b)."""
@@ -209,7 +218,7 @@ class ToyData:
         `copy`, else a new try by `second` (keeping a blind prefix of `previous`'s lines with
         `keep_prefix`)."""
         if rng.random() < self.copy:
-            return True, previous, None
+            return True, previous.splitlines()[-1] if self.short_copy else previous, None
         kept = None
         if self.keep_prefix:
             lines = previous.removeprefix(f"{self.retry_marker}\n" if self.retry_marker else "").splitlines()[:-1]

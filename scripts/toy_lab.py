@@ -217,7 +217,8 @@ def _drill(lm, batches, opt, steps: int, every: int, report) -> None:
             print(f"step {step}: loss {loss.item():.4f}  {report()}", flush=True)
 
 
-def _check_rows(task: str, rng, labels: str, tok, wrong: float = 0.2) -> tuple[list[int], list[int]]:
+def _check_rows(task: str, rng, labels: str, tok, wrong: float = 0.2,
+                data: dict | None = None) -> tuple[list[int], list[int]]:
     """One training or test row of `check-drill`: token ids and labels (`tok`: the character
     tokenizer).
 
@@ -226,7 +227,9 @@ def _check_rows(task: str, rng, labels: str, tok, wrong: float = 0.2) -> tuple[l
     "A", "B": y1 and its check lines alone ("block": as `review` writes them, "8+9=16 8+9=17 7-6=1
     no"; "A": without the subtraction, "8+9=16 8+9=17 no"; "B": the step worked again, then the
     result y1 wrote, "8+9=17 16 no": the two numbers side by side); "digits": four lines "x+y=a b
-    ok|no" of random digits, "no" when a != b, a `wrong` share of the time (equality alone)."""
+    ok|no" of random digits, "no" when a != b, a `wrong` share of the time (equality alone).
+    `data`: ToyData fields over review on and two_turn 1.0; with labels "all" a row without a
+    second attempt (two_turn below 1) is kept, so that a drill can mix in one-attempt rows."""
     from score_cli.toy_model import ToyData, conversation_ids
 
     if task == "digits":
@@ -238,10 +241,10 @@ def _check_rows(task: str, rng, labels: str, tok, wrong: float = 0.2) -> tuple[l
         text, start = "\n".join(lines), 0
         ids = tok(text, add_special_tokens=False)["input_ids"]
     else:
-        data = ToyData(review=True, two_turn=1.0)
-        row = data.conversation(rng)
-        while not row["y2"]:
-            row = data.conversation(rng)
+        toy = ToyData(**{"review": True, "two_turn": 1.0, **(data or {})})
+        row = toy.conversation(rng)
+        while not row["y2"] and not (task == "conversation" and labels == "all"):
+            row = toy.conversation(rng)
         if task == "conversation":
             ids, assistant = conversation_ids(tok, row)
             if labels == "all":  # the base's own training labels: every assistant token
@@ -271,7 +274,8 @@ def _check_rows(task: str, rng, labels: str, tok, wrong: float = 0.2) -> tuple[l
 
 
 def check_drill(model: str, task: str, labels: str, steps: int, lr: float, batch: int, every: int,
-                shape: dict, wrong: float = 0.2, save: str | None = None, n: int = 200) -> None:
+                shape: dict, wrong: float = 0.2, save: str | None = None, n: int = 200,
+                data: dict | None = None) -> None:
     """Can the toy model learn the check's verdict? Train `model` (a path, or "fresh": a random toy
     model of `shape`) on `task` rows (see `_check_rows`) and print, at step 0 and every `every`
     steps, the teacher-forced verdict accuracy on `n` held-out rows: how often "ok" is the likelier
@@ -291,7 +295,7 @@ def check_drill(model: str, task: str, labels: str, steps: int, lr: float, batch
         lm = tiny_causal_lm(tok, hidden=t.hidden, layers=t.layers, heads=t.heads)
     else:
         lm = AutoModelForCausalLM.from_pretrained(model)
-    test = [_check_rows(task, random.Random(10_000 + j), "verdict", tok) for j in range(n)]
+    test = [_check_rows(task, random.Random(10_000 + j), "verdict", tok, data=data) for j in range(n)]
     ok_id, no_id = tok.convert_tokens_to_ids("o"), tok.convert_tokens_to_ids("n")
 
     def accuracy() -> str:
@@ -310,7 +314,7 @@ def check_drill(model: str, task: str, labels: str, steps: int, lr: float, batch
                 f"no|wrong {100 * hits[no_id][0] / max(hits[no_id][1], 1):.1f}  ({hits[no_id][1]} wrong lines)")
 
     rng = random.Random(1)
-    batches = iter(lambda: _padded(tok, [_check_rows(task, rng, labels, tok, wrong) for _ in range(batch)]), None)
+    batches = iter(lambda: _padded(tok, [_check_rows(task, rng, labels, tok, wrong, data) for _ in range(batch)]), None)
     opt = torch.optim.AdamW(lm.parameters(), lr=lr, betas=(0.9, 0.98), weight_decay=0.01)
     _drill(lm, batches, opt, steps, every, accuracy)
     if save:
@@ -454,6 +458,8 @@ def main(argv: list[str]) -> None:
     k.add_argument("--wrong", type=float, default=0.2, help='share of "no" lines in the training rows of --task digits')
     k.add_argument("--save", help="save the drilled model here")
     k.add_argument("--shape", default="{}", help='ToyTraining fields of a fresh model, e.g. {"hidden": 256}')
+    k.add_argument("--data", default="{}", help='ToyData fields of the rows (over review on, two_turn 1.0), '
+                   'e.g. {"two_turn": 0.5, "retry_marker": "Redo:"}')
     r = sub.add_parser("rl")
     r.add_argument("base")
     r.add_argument("out")
@@ -472,7 +478,7 @@ def main(argv: list[str]) -> None:
         return verify_drill(args.model, args.steps, args.lr)
     if args.cmd == "check-drill":
         return check_drill(args.model, args.task, args.labels, args.steps, args.lr, args.batch, args.every,
-                           json.loads(args.shape), args.wrong, args.save)
+                           json.loads(args.shape), args.wrong, args.save, data=json.loads(args.data))
     if args.cmd == "rl":
         logging.basicConfig(level=logging.WARNING)
         return rl(args.base, args.out, args.steps, args.seed, args.methods.split(","), args.set, args.validation)

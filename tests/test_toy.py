@@ -202,6 +202,26 @@ def test_reviewed_second_attempts_render_like_the_rollout():
     assert any(" no" in r["y2"] for r in reviewed if r["y2"]) and any(" no" not in r["y2"] for r in reviewed if r["y2"])
 
 
+def test_short_copy_restates_only_the_final_answer_and_draws_like_a_full_copy():
+    """A short copy is y1's last line; which second attempts are copies, and every new try, are the
+    same draws as with full copies (the option changes what a copy looks like, not when it is made)."""
+    full = toy_conversations(300, seed=4, data=ToyData(review=True, retry_marker="Redo:"))
+    short = toy_conversations(300, seed=4, data=ToyData(review=True, retry_marker="Redo:", short_copy=True))
+    copies = 0
+    for f, s in zip(full, short, strict=True):
+        assert (s["y1"], s["copied"]) == (f["y1"], f["copied"])
+        if s["copied"]:
+            copies += 1
+            check, _, kept = s["y2"].partition("Solution:\n")
+            assert kept == f["y1"].splitlines()[-1] == "The final answer is $" + final_answer(f["y1"]) + "$."
+            assert f["y2"] == f"{check}Solution:\n{f['y1']}"
+        else:
+            assert s["y2"] == f["y2"]
+    assert 50 < copies < 100
+    with pytest.raises(ValueError, match="two attempts only"):
+        ToyData(short_copy=True, max_attempts=3)
+
+
 def test_conversations_with_more_attempts():
     """max_attempts 4: two-attempt conversations get 2 to 4 attempts, each made from the one before
     (a copy of it, or a new try keeping a prefix of its lines), rendered like the rollout renders
