@@ -5,6 +5,7 @@
     python scripts/toy_lab.py verify OUT [OUT ...]          # the base's judging skill (AUC)
     python scripts/toy_lab.py verify-drill OUT --steps 800  # can more verification data teach it?
     python scripts/toy_lab.py check-drill OUT|fresh --task conversation --labels verdict  # can it learn a check?
+    python scripts/toy_lab.py decisions OUT/probe-eval/samples.jsonl  # does attempt 2 act on its check?
     python scripts/toy_lab.py rl BASE OUT --steps 40 --seed 0 --methods SCoRe,"Stage II only" --set beta1=0.05
     python scripts/toy_lab.py rl BASE OUT --validation 300 ...   # probe on held-out training problems
 
@@ -329,6 +330,31 @@ def check_drill(model: str, task: str, labels: str, steps: int, lr: float, batch
                     shutil.copy(f, Path(save) / f.name)
 
 
+def decisions(paths: list[str]) -> None:
+    """Does a reviewed second attempt act on its check? For each evaluation's samples (two
+    attempts, `ToyData.review` with `retry_marker` "Redo:"), the chains split by y1 right/wrong, by
+    whether the sampled check says "no" anywhere, and by whether the new attempt opens with "Redo:"
+    (else it keeps y1): how many, and how often attempt 2 is right. A model that acts on its
+    check redoes after "no" and keeps after "ok"; the base does neither more than the other."""
+    from score_cli.files import read_jsonl
+
+    for path in paths:
+        cells: dict[tuple[str, str, str], list[int]] = {}
+        for row in read_jsonl(path):
+            for y1, y2 in row["chains"]:
+                check, _, solution = y2["text"].partition("Solution:")
+                key = ("right" if y1["correct"] else "wrong", "no" if " no" in check else "ok",
+                       "redo" if solution.lstrip().startswith("Redo:") else "keep")
+                cell = cells.setdefault(key, [0, 0])
+                cell[0] += 1
+                cell[1] += bool(y2["correct"])
+        print(path)
+        print("y1 | check | attempt 2 | chains | attempt 2 right %")
+        for key in sorted(cells):
+            n, right = cells[key]
+            print(f"{key[0]} | {key[1]} | {key[2]} | {n} | {100 * right / n:.1f}")
+
+
 def curve(out: str, seed: int, data: dict, training: dict, every: int, n: int = 100) -> None:
     """Train like `build` and print attempt 1's accuracy (greedy and sampled) on `n` test problems
     every `every` steps: how fast the model learns the arithmetic itself."""
@@ -441,6 +467,8 @@ def main(argv: list[str]) -> None:
     c.add_argument("--data", default="{}")
     c.add_argument("--training", default="{}")
     c.add_argument("--every", type=int, default=200)
+    dc = sub.add_parser("decisions")
+    dc.add_argument("samples", nargs="+", help="samples.jsonl files of reviewed two-attempt evaluations")
     v = sub.add_parser("verify")
     v.add_argument("models", nargs="+")
     d = sub.add_parser("verify-drill")
@@ -472,6 +500,8 @@ def main(argv: list[str]) -> None:
     args = ap.parse_args(argv)
     if args.cmd == "curve":
         return curve(args.out, args.seed, json.loads(args.data), json.loads(args.training), args.every)
+    if args.cmd == "decisions":
+        return decisions(args.samples)
     if args.cmd == "verify":
         return [verify(m) for m in args.models] and None
     if args.cmd == "verify-drill":
