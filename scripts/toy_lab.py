@@ -337,12 +337,13 @@ def decisions(paths: list[str]) -> None:
     (else it keeps y1): how many, and how often attempt 2 is right. A model that acts on its
     check redoes after "no" and keeps after "ok"; the base does neither more than the other."""
     from score_cli.files import read_jsonl
+    from score_cli.tasks.toy_task import split_review
 
     for path in paths:
         cells: dict[tuple[str, str, str], list[int]] = {}
         for row in read_jsonl(path):
             for y1, y2 in row["chains"]:
-                check, _, solution = y2["text"].partition("Solution:")
+                check, solution = split_review(y2["text"])
                 key = ("right" if y1["correct"] else "wrong", "no" if " no" in check else "ok",
                        "redo" if solution.lstrip().startswith("Redo:") else "keep")
                 cell = cells.setdefault(key, [0, 0])
