@@ -152,6 +152,11 @@ class SCoReConfig(GRPOConfig):
     baseline: str = field(
         default="rloo", metadata={"help": "Reward baseline per prompt: rloo (leave-one-out), mean (group mean), none."}
     )
+    condition_baseline: bool = field(
+        default=False,
+        metadata={"help": "Ours: attempt k >= 2's baseline averages only the prompt's rollouts whose attempt k-1 got "
+                  "the same reward, so y1's luck (and the bonus's -alpha r(y1)) leaves attempt 2's advantage."},
+    )
     instruction: str | None = field(
         default=None, metadata={"help": "Self-correction instruction; default: the task's (the paper's)."}
     )
@@ -333,25 +338,47 @@ def reward_weights(turns: int, *, stage: int, alpha: float) -> list[float]:
     return weights
 
 
-def baseline(returns: torch.Tensor, group_size: int, kind: str = "rloo") -> torch.Tensor:
+def baseline(
+    returns: torch.Tensor, group_size: int, kind: str = "rloo", given: torch.Tensor | None = None
+) -> torch.Tensor:
     """The baseline of each rollout, over the `group_size` rollouts of its prompt (which sit together).
 
     rloo: the mean of the *other* rollouts of the prompt (leave-one-out, Ahmadian et al. 2024);
     mean: the group mean (as GRPO, without its std scaling); none: zero.
+
+    `given` (one label per rollout, e.g. r(y1) for attempt 2's baseline) restricts the average to
+    the rollouts of the prompt with the same label. A baseline may depend on anything written before
+    the action, so the gradient stays unbiased; what it removes is the part of attempt 2's return
+    that y1 decided (whether y1 was right, and the bonus's -alpha r(y1)), so second attempts are
+    compared with second attempts after equally good first ones. A rollout whose group has no other
+    rollout with its label uses those of the whole batch (other prompts); with none, its own return.
     """
     if kind == "none":
         return torch.zeros_like(returns)
-    groups = returns.view(-1, group_size)  # (P, G)
-    total = groups.sum(1, keepdim=True)  # (P, 1)
-    if kind == "mean":
-        b = total.expand_as(groups) / group_size
-    elif kind == "rloo":
+    if kind not in BASELINES:
+        raise ValueError(f"unknown baseline {kind!r}")
+    if given is None:
+        groups = returns.view(-1, group_size)  # (P, G)
+        total = groups.sum(1, keepdim=True)  # (P, 1)
+        if kind == "mean":
+            return (total.expand_as(groups) / group_size).reshape(-1)
         if group_size < 2:
             raise ValueError("the rloo baseline needs at least 2 rollouts per prompt")
-        b = (total - groups) / (group_size - 1)
-    else:
-        raise ValueError(f"unknown baseline {kind!r}")
-    return b.reshape(-1)  # (N,)
+        return ((total - groups) / (group_size - 1)).reshape(-1)  # (N,)
+    n = returns.numel()
+    prompt = torch.arange(n, device=returns.device) // group_size  # (N,)
+    itself = torch.eye(n, dtype=torch.bool, device=returns.device)
+    others = (given.view(-1, 1) == given.view(1, -1)) & ~itself  # (N, N): other rollouts with the same label
+    in_group = others & (prompt.view(-1, 1) == prompt.view(1, -1))  # (N, N)
+    # Partners of each rollout: its group's other same-label rollouts, else the batch's, else none;
+    # "mean" counts the rollout itself too.
+    partners = torch.where(in_group.any(1, keepdim=True), in_group, others)
+    if kind == "mean":
+        partners = partners | itself
+    partners = partners.to(returns.dtype)  # (N, N)
+    count = partners.sum(1)  # (N,)
+    mean = (partners @ returns) / count.clamp(min=1.0)  # (N,)
+    return torch.where(count > 0, mean, returns)
 
 
 def per_token(turn: torch.Tensor, values: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -732,7 +759,11 @@ class SCoReTrainer(GRPOTrainer):
             returns = [r[0]]
         else:
             returns = list(score_returns(*r, stage=args.stage, alpha=args.alpha, gamma=args.gamma))
-        advantages = [R - baseline(R, group, args.baseline) for R in returns]
+        # Attempt k's baseline; with condition_baseline, over rollouts whose attempt k-1 scored the same.
+        advantages = [
+            R - baseline(R, group, args.baseline, given=r[k - 1] if args.condition_baseline and k else None)
+            for k, R in enumerate(returns)
+        ]
         if args.stage == 1 and args.gamma == 0 and not args.single_turn:
             advantages[:-1] = [torch.zeros_like(A) for A in advantages[:-1]]  # only the last attempt is rewarded
         # A base model's y1 (base_attempt_share) is off-policy: no advantage (its tokens are also out of

@@ -118,6 +118,29 @@ def test_baselines():
     assert baseline(x, 2, "none").tolist() == [0.0] * 4
 
 
+def test_baseline_given_the_previous_reward_by_hand():
+    """condition_baseline: attempt 2's rollouts are compared only with those whose y1 scored the same
+    (in the group, else in the batch), so the bonus's -alpha r(y1) cancels: A2 = (1 + alpha)(r2 - b(r2))."""
+    r1, r2 = torch.tensor(R1), torch.tensor(R2)  # groups (0,1,0) and (1,1,0) of r1
+    _, ret2 = score_returns(r1, r2, stage=2, alpha=10.0)
+    assert ret2.tolist() == [11.0, 1.0, 0.0, -10.0, 1.0, 11.0]
+    A2 = (ret2 - baseline(ret2, 3, "rloo", given=r1)).tolist()
+    # rollout 0 (r1 0) against rollout 2; 2 against 0; 3 (r1 1) against 4; 4 against 3; rollout 1
+    # (r1 1) has no such partner in its group: rollouts 3 and 4 of the batch, (-10 + 1) / 2; rollout
+    # 5 (r1 0): rollouts 0 and 2, (11 + 0) / 2
+    assert A2 == pytest.approx([11.0, 5.5, -11.0, -11.0, 11.0, 5.5])
+    assert A2 == pytest.approx([11 * (b - c) for b, c in zip(R2, [0, 0.5, 1, 1, 0, 0.5], strict=True)])
+    # mean: the rollout itself counts too
+    assert baseline(ret2, 3, "mean", given=r1).tolist() == pytest.approx([5.5, -8 / 3, 5.5, -4.5, -4.5, 22 / 3])
+    assert baseline(ret2, 3, "none", given=r1).tolist() == [0.0] * 6
+    # a label no other rollout of the batch has: its own return (no advantage)
+    lone = torch.tensor([3.0, 5.0])
+    assert baseline(lone, 2, "rloo", given=torch.tensor([0.0, 1.0])).tolist() == [3.0, 5.0]
+    # all labels equal: the plain baseline
+    same = torch.zeros(6)
+    assert baseline(ret2, 3, "rloo", given=same).tolist() == pytest.approx(baseline(ret2, 3, "rloo").tolist())
+
+
 def test_score_loss_matches_hand_computation_and_masks_gradients():
     # 2 sequences x 5 tokens: turn ids (0 = attempt 1, 1 = attempt 2, -1 = instruction/padding)
     turn = [[0, 0, -1, 1, 1], [0, -1, 1, -1, -1]]
@@ -255,12 +278,11 @@ def perturbed_copy(src, dst, scale=0.05, seed=1):
 def make_trainer(policy_dir, ref_dir, stage, tmp_path, scripted, script=QUESTIONS, **overrides):
     tok = AutoTokenizer.from_pretrained(policy_dir, padding_side="left")
     problems = [Problem(str(i), q, "7") for i, q in enumerate(script)]
-    cfg = SCoReConfig(
-        output_dir=str(tmp_path / "out"), stage=stage, ref_model=str(ref_dir), num_generations=2,
-        per_device_train_batch_size=8, max_attempt_length=4, report_to="none", save_strategy="no",
-        shuffle_dataset=False, seed=0, reuse_attempt_cache=False,  # attempts are scripted, below
-        **overrides,
-    )
+    settings = dict(num_generations=2, per_device_train_batch_size=8, max_attempt_length=4, report_to="none",
+                    save_strategy="no", shuffle_dataset=False, seed=0,
+                    reuse_attempt_cache=False)  # attempts are scripted, below
+    cfg = SCoReConfig(output_dir=str(tmp_path / "out"), stage=stage, ref_model=str(ref_dir),
+                      **{**settings, **overrides})
     trainer = SCoReTrainer(str(policy_dir), cfg, ExactTask(), problems, processing_class=tok)
     gen = scripted(tok, script, INSTR)
     trainer._generate_single_turn = lambda ids, images, mm, n, **_: gen(ids)
@@ -288,6 +310,29 @@ def test_trainer_logs_and_warns_once_when_attempts_are_cut_off(tiny_model_dir, t
     assert logged["truncated/t1"] == [0.0, 0.0] and logged["truncated/t2"] == [0.75, 0.75]
     warnings = [r.getMessage() for r in caplog.records if "max_attempt_length" in r.getMessage()]
     assert len(warnings) == 1 and "75% of attempt 2's samples" in warnings[0]
+
+
+def test_trainer_conditions_attempt_two_baseline_on_r1(tiny_model_dir, tmp_path, scripted):
+    """With condition_baseline, attempt 2's advantage compares rollouts of a group whose y1 scored
+    the same; attempt 1's stays the plain leave-one-out."""
+    trainer, _ = make_trainer(tiny_model_dir, tiny_model_dir, 2, tmp_path, scripted, alpha=10.0, num_generations=4,
+                              condition_baseline=True)
+    trainer.model.train()
+    rows = [{"prompt": q, "problem_id": str(i)} for _ in range(2) for i, q in enumerate(QUESTIONS)]
+    batch = trainer._generate_and_score_completions(rows)
+    r1 = [float(QUESTIONS[r["prompt"]][0] == "7") for r in rows]  # Q0..Q3: 0, 1, 1, 0 in each group of 4
+    r2 = [float(QUESTIONS[r["prompt"]][1] == "7") for r in rows]  # 1, 0, 1, 0
+    ret2 = [b + 10 * (b - a) for a, b in zip(r1, r2, strict=True)]  # 11, -10, 1, 0
+    A2 = []
+    for i in range(8):
+        partners = [ret2[j] for j in range(i // 4 * 4, i // 4 * 4 + 4) if j != i and r1[j] == r1[i]]
+        A2.append(ret2[i] - sum(partners) / len(partners))
+    assert A2 == pytest.approx([11.0, -11.0, 11.0, -11.0] * 2)  # Q0 vs Q3, Q1 vs Q2
+    A1 = rloo(r1, 4)
+    turn = batch["turn"].tolist()
+    for b in range(8):
+        for t, k in enumerate(turn[b]):
+            assert batch["advantages"][b, t].item() == pytest.approx({0: A1[b], 1: A2[b]}.get(k, 0.0), abs=1e-5)
 
 
 def manual_logps(model, prompt_ids, prompt_mask, completion_ids, completion_mask):
