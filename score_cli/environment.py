@@ -25,12 +25,35 @@ def package_versions() -> dict[str, str]:
     return out
 
 
+def cpu_name() -> str:
+    """The CPU's model name (Linux: /proc/cpuinfo), else what `platform` knows: float results of
+    the same training differ between CPUs, so a run record names the one it ran on."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def cpu_kernels() -> str:
+    """The vector instructions torch's CPU kernels use here (e.g. AVX2, AVX512): another set sums
+    in another order, so the same seeded training can end in another model."""
+    try:
+        import torch
+
+        return torch.backends.cpu.get_cpu_capability()
+    except (ImportError, AttributeError):
+        return "unknown"
+
+
 def environment_report() -> dict[str, str]:
     """Platform, versions (every package named, 'not installed' where it is not) and the accelerators
     torch sees. Imports torch, to ask it about CUDA."""
     versions = package_versions()
     report = {"platform": platform.platform(), "python": f"{versions['python']} ({sys.executable})",
-              "score": versions["score"]}
+              "score": versions["score"], "CPU": f"{cpu_name()} (torch kernels: {cpu_kernels()})"}
     for pkg in PACKAGES:
         report[pkg] = versions.get(pkg, "not installed")
     try:

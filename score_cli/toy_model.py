@@ -27,6 +27,7 @@ from typing import Any
 
 from transformers import PreTrainedTokenizerFast
 
+from score_cli.environment import cpu_kernels, cpu_name, package_versions
 from score_cli.tasks.base import Problem
 from score_cli.tasks.toy_task import (
     GOLD,
@@ -361,7 +362,9 @@ def train_toy_model(
 ) -> Path:
     """Train the toy base model from scratch on CPU and save it like a hub model in `out_dir`.
 
-    Deterministic under `seed` for a given torch build and thread count. `threads` (intra-op
+    Deterministic under `seed` on one machine for given package versions and thread count; on
+    another CPU (other vector kernels) float sums round differently and the same seed can train a
+    noticeably different model (the record names the CPU and versions). `threads` (intra-op
     threads while training; None keeps torch's setting) is 1 by default: the result then does not
     depend on the machine's core count, and on a shared CPU one thread is faster for models this
     small (two threads competing with other processes ran up to 30 times slower). The record file
@@ -455,7 +458,12 @@ def _train(
         "train_seconds": round(seconds, 1),
         "final_loss": round(sum(losses[-20:]) / len(losses[-20:]), 4),
         "torch": torch.__version__,
-        "threads": torch.get_num_threads(),  # results are reproducible for the same build and thread count
+        # reproducible for the same machine, package versions and thread count (another CPU's kernels
+        # round differently, and the trajectory diverges: docs/experiments.md, section 12)
+        "threads": torch.get_num_threads(),
+        "cpu": cpu_name(),
+        "cpu_kernels": cpu_kernels(),
+        "packages": package_versions(),
     })
     log.info("toy model saved to %s (%.0f s)", out, seconds)
     return out

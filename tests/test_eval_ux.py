@@ -312,5 +312,5 @@ def test_compare_needs_eval_runs(tmp_path):
 def test_env_reports_versions_and_cuda():
     r = runner.invoke(app, ["env"])
     assert r.exit_code == 0, r.output
-    for key in ("python", "torch", "transformers", "trl", "datasets", "accelerate", "math-verify", "CUDA"):
+    for key in ("python", "CPU", "torch", "transformers", "trl", "datasets", "accelerate", "math-verify", "CUDA"):
         assert re.search(rf"^- {re.escape(key)}: \S", r.output, re.M), key

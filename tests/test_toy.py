@@ -355,6 +355,8 @@ def test_training_is_deterministic_under_a_seed(tmp_path):
 def test_test_model_reloads_like_a_hub_model_and_generates(toy_model_dir):
     record = json.loads((toy_model_dir / RECORD_FILE).read_text())
     assert record["seed"] == 0 and record["parameters"] > 0
+    # what the model's numbers depend on beyond the seed: the machine's CPU and kernels, the versions
+    assert record["cpu"] and record["cpu_kernels"] and record["packages"]["torch"] == torch.__version__
     tok = AutoTokenizer.from_pretrained(toy_model_dir)
     model = AutoModelForCausalLM.from_pretrained(toy_model_dir).eval()
     task, problems = ToyTask(), toy_problems("test", n=32)
