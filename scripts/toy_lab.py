@@ -1,7 +1,8 @@
 """Experiments on the toy world's base model (docs/experiments.md records every run of this script).
 
     python scripts/toy_lab.py build OUT --seed 0 --data '{"retry_marker": "Redo:"}' --training '{"steps": 1500}'
-    python scripts/toy_lab.py probe OUT [OUT ...]
+    python scripts/toy_lab.py probe OUT [OUT ...] [--validation 300]   # held-out training problems
+    python scripts/toy_lab.py anatomy OUT/probe-eval/samples.jsonl   # where a changed y2 leaves a wrong y1
     python scripts/toy_lab.py verify OUT [OUT ...]          # the base's judging skill (AUC)
     python scripts/toy_lab.py verify-drill OUT --steps 800  # can more verification data teach it?
     python scripts/toy_lab.py check-drill OUT|fresh --task conversation --labels verdict  # can it learn a check?
@@ -82,21 +83,66 @@ def toy_settings(data: dict, training: dict):
     return ToyData(**{**data, **solvers}), ToyTraining(**training)
 
 
-def build(out: str, seed: int, data: dict, training: dict) -> None:
+def build(out: str, seed: int, data: dict, training: dict, threads: int = 1) -> None:
     from score_cli.toy_model import train_toy_model
 
     toy_data, toy_training = toy_settings(data, training)
-    train_toy_model(out, seed=seed, data=toy_data, training=toy_training)
+    train_toy_model(out, seed=seed, data=toy_data, training=toy_training, threads=threads)
 
 
-def probe(model: str, seed: int = 0) -> dict[str, float]:
+def probe(model: str, seed: int = 0, validation: int = 0) -> dict[str, float]:
+    """The probe on the test split, or with `validation` > 0 on that many training problems: those
+    an RL run with seed 0 and `heldout_problems` = `validation` holds out (`rl --validation`), so a
+    base is judged on the same problems as the runs from it, and the test split is kept for tables.
+    (The base itself trains on problems drawn at random from the training split: it has seen about
+    1% of them.)"""
     from score_cli.demo import ensure_eval
 
-    metrics = ensure_eval(Path(model), Path(model) / "probe-eval", seed=seed)
+    name = "probe"
+    data = None
+    if validation:
+        from score_cli.tasks.toy_task import toy_problems
+        from score_cli.trainers import heldout_split
+
+        name = "val-probe"
+        held = heldout_split(toy_problems("train", seed=0), validation, 0)[1]
+        data = Path(model) / "validation.jsonl"
+        data.write_text("".join(json.dumps({"question": p.question, "answer": p.answer}) + "\n" for p in held))
+    metrics = ensure_eval(Path(model), Path(model) / f"{name}-eval", seed=seed, data=str(data) if data else None)
     row = {name: metrics[key]["value"] for name, key in COLUMNS}
-    row.update(retry_accuracy(Path(model) / "probe-eval" / "samples.jsonl"))
-    (Path(model) / "probe.json").write_text(json.dumps(row, indent=1))
+    row.update(retry_accuracy(Path(model) / f"{name}-eval" / "samples.jsonl"))
+    (Path(model) / f"{name}.json").write_text(json.dumps(row, indent=1))
     return row
+
+
+def anatomy(samples: Path) -> dict[str, float]:
+    """Where a changed second attempt departs from a wrong first one, as shares of the wrong first
+    attempts: y2's first line that differs from y1's is before y1's first wrong line ("early": a right
+    line redone wrong), at it ("at", right or wrong once redone) or after it ("late": the wrong line
+    kept). A model that slips more in attempt 2 than its data shows up in "early" and "at/W"."""
+    from collections import Counter
+
+    from score_cli.tasks.toy_task import GOLD
+
+    def first_diff(x: str, y: str) -> int | None:
+        a, b = x.splitlines(), y.splitlines()
+        same = None if len(a) == len(b) else min(len(a), len(b))
+        return next((i for i, (u, v) in enumerate(zip(a, b, strict=False)) if u != v), same)
+
+    counts, n = Counter(), 0
+    for line in samples.read_text().splitlines():
+        row = json.loads(line)
+        gold = GOLD.solve(*_operands(row["question"]))
+        for a, b in row["chains"]:
+            if a["correct"]:
+                continue
+            n += 1
+            if a["answer"] == b["answer"]:
+                continue
+            e, d = first_diff(a["text"], gold), first_diff(a["text"], b["text"])
+            where = "early" if d < e else ("at" if d == e else "late")
+            counts[f"{where}/{'R' if b['correct'] else 'W'}"] += 1
+    return {k: counts[k] / max(n, 1) for k in ("early/R", "early/W", "at/R", "at/W", "late/R", "late/W")}
 
 
 def _verify_question(tok, problem, y1: str) -> list[int]:
@@ -460,8 +506,15 @@ def main(argv: list[str]) -> None:
     b.add_argument("--data", default="{}")
     b.add_argument("--training", default="{}")
     b.add_argument("--probe", action="store_true", help="probe the model once built")
+    b.add_argument("--threads", type=int, default=1, help="torch threads while training (1: two builds side by side)")
+    b.add_argument("--validation", type=int, default=0,
+                   help="probe on this many held-out training problems (rl --validation's), not the test split")
     p = sub.add_parser("probe")
     p.add_argument("models", nargs="+")
+    p.add_argument("--validation", type=int, default=0,
+                   help="probe on this many held-out training problems (rl --validation's), not the test split")
+    an = sub.add_parser("anatomy")
+    an.add_argument("samples", nargs="+", help="samples.jsonl files of two-attempt evaluations")
     c = sub.add_parser("curve")
     c.add_argument("out")
     c.add_argument("--seed", type=int, default=0)
@@ -503,6 +556,10 @@ def main(argv: list[str]) -> None:
         return curve(args.out, args.seed, json.loads(args.data), json.loads(args.training), args.every)
     if args.cmd == "decisions":
         return decisions(args.samples)
+    if args.cmd == "anatomy":
+        for path in args.samples:
+            print(path, " ".join(f"{k} {100 * v:.1f}" for k, v in anatomy(Path(path)).items()))
+        return None
     if args.cmd == "verify":
         return [verify(m) for m in args.models] and None
     if args.cmd == "verify-drill":
@@ -516,11 +573,11 @@ def main(argv: list[str]) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     models = [args.out] if args.cmd == "build" else args.models
     if args.cmd == "build":
-        build(args.out, args.seed, json.loads(args.data), json.loads(args.training))
+        build(args.out, args.seed, json.loads(args.data), json.loads(args.training), args.threads)
         if not args.probe:
             return
     for m in models:
-        row = probe(m)
+        row = probe(m, validation=args.validation)
         print("model | " + " | ".join(row), flush=True)
         print(f"{m} | " + " | ".join(f"{100 * v:.1f}" for v in row.values()), flush=True)
 

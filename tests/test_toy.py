@@ -123,6 +123,22 @@ def test_noisy_solver_mistakes_are_local_and_consistent():
         NoisySolver(drop=0.1).solve(a, op, b)
 
 
+def test_slips_to_any_digit_keep_the_carry_and_spread_over_the_wrong_digits():
+    rng = random.Random(0)
+    near, anywhere = NoisySolver(slip=1.0), NoisySolver(slip=1.0, slip_to="any")
+    # 482+397: the first column is 2+7=9; a neighbour slip writes 8 or 10, an "any" slip 0-8 with no carry
+    assert {near.solve(482, "+", 397, rng).splitlines()[0].split()[0] for _ in range(50)} == {"2+7=8", "2+7=10"}
+    firsts = [anywhere.solve(482, "+", 397, rng).splitlines()[0] for _ in range(400)]
+    assert {f.split()[0] for f in firsts} == {f"2+7={d}" for d in range(9)}
+    # (so no carry reaches the next column) and 8+9=17 slips to 1x, never to 17; 13-8=5 to another digit
+    seconds = {anywhere.solve(482, "+", 397, rng).splitlines()[1].split()[0] for _ in range(400)}
+    assert seconds == {f"8+9=1{d}" for d in range(10) if d != 7}
+    borrows = {anywhere.solve(903, "-", 258, rng).splitlines()[0].split()[0] for _ in range(400)}
+    assert borrows == {f"13-8={d}" for d in range(10) if d != 5}
+    with pytest.raises(ValueError, match="slip_to"):
+        NoisySolver(slip_to="far").solve(1, "+", 2)
+
+
 def test_place_value_method_reaches_the_same_answer_by_other_lines():
     gold = NoisySolver(method="places")
     assert gold.solve(482, "+", 397).splitlines() == ["482+300=782", "782+90=872", "872+7=879",

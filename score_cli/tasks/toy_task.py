@@ -112,11 +112,18 @@ class NoisySolver:
     so far); "places" adds or subtracts the second number one place value at a time, largest first
     (482+397: "482+300=782", "782+90=872", "872+7=879"), a second way to the same answer whose lines
     share no numbers with the column method's, so one cannot be copied into the other.
+
+    `slip_to` says what a slipped column step writes: "neighbour" a result off by one (the habit of
+    people, and the default), "any" a last digit drawn uniformly from the nine wrong ones, carry kept
+    (columns method only). With "any" a wrong line says nothing about where the right digit is, so
+    a model that redoes it cannot get the digit from the wrong one ("one more or one less than
+    what y1 wrote"): it has to work the column again (docs/experiments.md, section 13).
     """
 
     drop: float = 0.0
     slip: float = 0.0
     method: str = "columns"
+    slip_to: str = "neighbour"
 
     def solve(self, a: int, op: str, b: int, rng: random.Random | None = None) -> str:
         if rng is None and (self.drop or self.slip):
@@ -125,6 +132,8 @@ class NoisySolver:
             return self._places(a, op, b, rng)
         if self.method != "columns":
             raise ValueError(f"method must be 'columns' or 'places', got {self.method!r}")
+        if self.slip_to not in ("neighbour", "any"):
+            raise ValueError(f"slip_to must be 'neighbour' or 'any', got {self.slip_to!r}")
         return self.resume(a, op, b, [], rng)
 
     def resume(self, a: int, op: str, b: int, kept: list[str], rng: random.Random | None = None) -> str:
@@ -145,20 +154,26 @@ class NoisySolver:
             if op == "+":
                 s = x + y + c
                 if slip:
-                    s = s + 1 if s == 0 or (s < 19 and rng.random() < 0.5) else s - 1
+                    s = self._slipped(s, 19, rng)
                 expr, carry, digit = f"{x}+{y}" + ("+1" if c else ""), s // 10, str(s % 10)
                 written = str(s)
             else:
                 top = x + 10 if x - y - c < 0 else x
                 s = top - y - c
                 if slip:
-                    s = s + 1 if s == 0 or (s < 9 and rng.random() < 0.5) else s - 1
+                    s = self._slipped(s, 9, rng)
                 expr, carry, digit = f"{top}-{y}" + ("-1" if c else ""), int(top > x), str(s)
                 written = str(s)
             so_far = (written if i == width - 1 else digit) + so_far
             lines.append(f"{expr}={written} {so_far}")
         lines.append(f"The final answer is ${int(so_far)}$.")
         return "\n".join(lines)
+
+    def _slipped(self, s: int, top: int, rng: random.Random) -> int:
+        """A wrong result for a column step whose right result is `s` (0..`top`)."""
+        if self.slip_to == "any":  # another last digit, same tens (so the carry is the right one)
+            return s - s % 10 + rng.choice([d for d in range(10) if d != s % 10])
+        return s + 1 if s == 0 or (s < top and rng.random() < 0.5) else s - 1
 
     def _places(self, a: int, op: str, b: int, rng: random.Random | None) -> str:
         digits = str(b)
