@@ -288,10 +288,12 @@ class ToyTraining:
     """Model size and optimisation; training length is a fixed number of steps (deterministic).
 
     The defaults (a 1.06M-parameter Llama; 1600 steps of 16 correct single-attempt solutions, in
-    which it learns the arithmetic, then 1200 steps of 16 `ToyData` conversations; about 7 minutes
-    on one CPU thread) give, on 300 test problems x 4 samples at T=1.0 with the math reward: t1
+    which it learns the arithmetic, then 1200 steps of 16 `ToyData` conversations; 7 to 9 minutes
+    on a 2-core CPU) give, on 300 test problems x 4 samples at T=1.0 with the math reward: t1
     55.4%, t2 49.6%, i->c 19.2%, c->i 25.1%, and a fix rate (right among changed answers after a
-    wrong first attempt) of 49.5% (docs/experiments.md, base e18). Small batches and a low learning
+    wrong first attempt) of 49.5% on the machine where they were chosen (docs/experiments.md, base
+    e18); built elsewhere the same recipe can land elsewhere (sections 12-13: t1 52-55, f 11-16 points
+    under t1 on an AVX2 VM). Small batches and a low learning
     rate learn fastest here: batch 64, or lr 3e-3 and 5e-3, stayed under 30% for the same compute.
     """
 
