@@ -1,0 +1,34 @@
+"""The experiment script's own measures (scripts/toy_lab.py), checked on hand-made chains."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+from score_cli.tasks.toy_task import GOLD
+
+SPEC = importlib.util.spec_from_file_location("toy_lab", Path(__file__).parents[1] / "scripts" / "toy_lab.py")
+toy_lab = importlib.util.module_from_spec(SPEC)
+SPEC.loader.exec_module(toy_lab)
+
+
+def attempt(text: str, gold: str) -> dict:
+    answer = text.splitlines()[-1].split("$")[1]
+    return {"text": text, "answer": answer, "correct": answer == gold}
+
+
+def test_anatomy_places_each_changed_second_attempt_by_where_it_leaves_a_wrong_first_one(tmp_path):
+    right = GOLD.solve(482, "+", 397)  # 2+7=9 9 / 8+9=17 79 / 4+3+1=8 879
+    wrong_at_2 = "2+7=9 9\n8+9=16 69\n4+3+1=8 869\nThe final answer is $869$."
+    early = "2+7=8 8\n8+9=17 78\n4+3+1=8 878\nThe final answer is $878$."  # breaks line 1
+    at_wrong = "2+7=9 9\n8+9=18 89\n4+3+1=8 889\nThe final answer is $889$."  # redoes line 2, wrong again
+    late = "2+7=9 9\n8+9=16 69\n4+3+1=9 969\nThe final answer is $969$."  # keeps line 2's mistake
+    chains = [(wrong_at_2, right), (wrong_at_2, early), (wrong_at_2, at_wrong), (wrong_at_2, late),
+              (wrong_at_2, wrong_at_2), (right, early)]  # an unchanged one, and a right first attempt: not counted
+    row = {"question": "482+397=?", "chains": [[attempt(a, "879"), attempt(b, "879")] for a, b in chains]}
+    samples = tmp_path / "samples.jsonl"
+    samples.write_text(json.dumps(row) + "\n")
+    shares = toy_lab.anatomy(samples)
+    assert shares == pytest.approx({"early/R": 0, "early/W": 0.2, "at/R": 0.2, "at/W": 0.2, "late/R": 0,
+                                    "late/W": 0.2})
