@@ -75,8 +75,8 @@ def ensure_eval(model: Path, out: Path, *, seed: int = 0, progress=None, turns: 
 
 
 # RL steps per stage in `make demo`: recipes/toy.yaml's, as in `make repro`'s table; the whole demo
-# (base model included) took 12 minutes on one 2-core CPU and 23.5 on a slower one (README), most of
-# it the base model. `score demo --max-steps` changes it.
+# (base model included) took 12 minutes on one 2-core CPU and 18 on a slower one (README), about half
+# of it the base model. `score demo --max-steps` changes it.
 DEMO_STEPS = 40
 
 

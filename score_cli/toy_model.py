@@ -37,6 +37,7 @@ from score_cli.tasks.toy_task import (
     ToyTask,
     answer_of,
     draw_problem,
+    first_different_line,
     question_text,
 )
 from score_cli.tasks.toy_task import (
@@ -236,11 +237,8 @@ VERIFY_INSTRUCTION = "Is the solution above right?"
 
 def verdict(solution: str, gold: str) -> str:
     """"yes" when `solution` is the gold worked solution, else "no: line k" for its first wrong line."""
-    lines, right = solution.splitlines(), gold.splitlines()
-    for k, (line, ok) in enumerate(zip(lines, right, strict=False), start=1):
-        if line != ok:
-            return f"no: line {k}"
-    return "yes" if len(lines) == len(right) else f"no: line {min(len(lines), len(right)) + 1}"
+    wrong = first_different_line(solution, gold)
+    return "yes" if wrong is None else f"no: line {wrong + 1}"
 
 
 def toy_conversations(n: int, *, seed: int = 0, data: ToyData | None = None) -> list[dict]:
@@ -407,6 +405,7 @@ def _train(
                            max_len=1024, seed=seed)
     # Eager attention trains this small model faster on a CPU than SDPA (sequences of ~100-300
     # characters): 15-20% per step here. The saved config keeps the default (`make bench`'s model too).
+    saved_attention = model.config._attn_implementation
     model.set_attn_implementation("eager")
     n_params = sum(p.numel() for p in model.parameters())
     log.info("toy model: %d parameters, %d steps of %d conversations", n_params, training.steps,
@@ -450,7 +449,7 @@ def _train(
             model.train()
     seconds = time.perf_counter() - t0
     model.eval()
-    model.set_attn_implementation("sdpa")
+    model.set_attn_implementation(saved_attention)
     out.mkdir(parents=True, exist_ok=True)
     (out / RECORD_FILE).unlink(missing_ok=True)
     model.save_pretrained(out)

@@ -98,21 +98,25 @@ def probe(model: str, seed: int = 0, validation: int = 0) -> dict[str, float]:
     1% of them.)"""
     from score_cli.demo import ensure_eval
 
-    name = "probe"
-    data = None
+    kind, data = "probe", None
     if validation:
         from score_cli.tasks.toy_task import toy_problems
         from score_cli.trainers import heldout_split
 
-        name = "val-probe"
         held = heldout_split(toy_problems("train", seed=0), validation, 0)[1]
-        data = Path(model) / "validation.jsonl"
-        data.write_text("".join(json.dumps({"question": p.question, "answer": p.answer}) + "\n" for p in held))
-    metrics = ensure_eval(Path(model), Path(model) / f"{name}-eval", seed=seed, data=str(data) if data else None)
+        kind, data = "val-probe", str(_write_problems(Path(model) / "validation.jsonl", held))
+    metrics = ensure_eval(Path(model), Path(model) / f"{kind}-eval", seed=seed, data=data)
     row = {name: metrics[key]["value"] for name, key in COLUMNS}
-    row.update(retry_accuracy(Path(model) / f"{name}-eval" / "samples.jsonl"))
-    (Path(model) / f"{name}.json").write_text(json.dumps(row, indent=1))
+    row.update(retry_accuracy(Path(model) / f"{kind}-eval" / "samples.jsonl"))
+    (Path(model) / f"{kind}.json").write_text(json.dumps(row, indent=1))
     return row
+
+
+def _write_problems(path: Path, problems) -> Path:
+    """`problems` as the JSONL (question, answer) that `ensure_eval(data=...)` reads."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps({"question": p.question, "answer": p.answer}) + "\n" for p in problems))
+    return path
 
 
 def anatomy(samples: Path) -> dict[str, float]:
@@ -122,12 +126,7 @@ def anatomy(samples: Path) -> dict[str, float]:
     kept). A model that slips more in attempt 2 than its data shows up in "early" and "at/W"."""
     from collections import Counter
 
-    from score_cli.tasks.toy_task import GOLD
-
-    def first_diff(x: str, y: str) -> int | None:
-        a, b = x.splitlines(), y.splitlines()
-        same = None if len(a) == len(b) else min(len(a), len(b))
-        return next((i for i, (u, v) in enumerate(zip(a, b, strict=False)) if u != v), same)
+    from score_cli.tasks.toy_task import GOLD, first_different_line
 
     counts, n = Counter(), 0
     for line in samples.read_text().splitlines():
@@ -139,7 +138,7 @@ def anatomy(samples: Path) -> dict[str, float]:
             n += 1
             if a["answer"] == b["answer"]:
                 continue
-            e, d = first_diff(a["text"], gold), first_diff(a["text"], b["text"])
+            e, d = first_different_line(a["text"], gold), first_different_line(a["text"], b["text"])
             where = "early" if d < e else ("at" if d == e else "late")
             counts[f"{where}/{'R' if b['correct'] else 'W'}"] += 1
     return {k: counts[k] / max(n, 1) for k in ("early/R", "early/W", "at/R", "at/W", "late/R", "late/W")}
@@ -447,9 +446,7 @@ def validation_probe(model: Path, stage_dir: Path, seed: int, out: Path | None =
     problems = out.parent / "validation.jsonl"
     if not problems.exists():
         ids = set(read_run_record(stage_dir)["heldout"]["ids"])
-        rows = [{"question": p.question, "answer": p.answer} for p in toy_problems("train", seed=seed) if p.id in ids]
-        problems.parent.mkdir(parents=True, exist_ok=True)
-        problems.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        _write_problems(problems, [p for p in toy_problems("train", seed=seed) if p.id in ids])
     metrics = ensure_eval(model, out, seed=seed, data=str(problems))
     row = {name: metrics[key]["value"] for name, key in COLUMNS}
     row.update(retry_accuracy(out / "samples.jsonl"))

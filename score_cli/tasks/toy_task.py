@@ -125,6 +125,10 @@ class NoisySolver:
     method: str = "columns"
     slip_to: str = "neighbour"
 
+    def __post_init__(self) -> None:  # here, not in solve: resume() is called directly too
+        if self.slip_to not in ("neighbour", "any"):
+            raise ValueError(f"slip_to must be 'neighbour' or 'any', got {self.slip_to!r}")
+
     def solve(self, a: int, op: str, b: int, rng: random.Random | None = None) -> str:
         if rng is None and (self.drop or self.slip):
             raise ValueError("a noisy solver needs an rng")
@@ -132,8 +136,6 @@ class NoisySolver:
             return self._places(a, op, b, rng)
         if self.method != "columns":
             raise ValueError(f"method must be 'columns' or 'places', got {self.method!r}")
-        if self.slip_to not in ("neighbour", "any"):
-            raise ValueError(f"slip_to must be 'neighbour' or 'any', got {self.slip_to!r}")
         return self.resume(a, op, b, [], rng)
 
     def resume(self, a: int, op: str, b: int, kept: list[str], rng: random.Random | None = None) -> str:
@@ -204,6 +206,14 @@ GOLD = NoisySolver()
 #   Solution:
 #   ...the new worked solution...
 REVIEW_HEAD, REVIEW_END = "Check:", "Solution:"
+
+
+def first_different_line(text: str, other: str) -> int | None:
+    """The index (from 0) of the first line where two worked solutions differ, None when they are
+    equal; when one is a prefix of the other, the line just after the shorter one."""
+    a, b = text.splitlines(), other.splitlines()
+    same = None if len(a) == len(b) else min(len(a), len(b))
+    return next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), same)
 
 
 def review(solution: str, a: int, op: str, b: int) -> str:
