@@ -144,6 +144,57 @@ def anatomy(samples: Path) -> dict[str, float]:
     return {k: counts[k] / max(n, 1) for k in ("early/R", "early/W", "at/R", "at/W", "late/R", "late/W")}
 
 
+def modes(samples: Path, marker: str = "Redo:") -> dict[str, tuple[float, float]]:
+    """What each second attempt is, split by y1 right (R) or wrong (W): "keep" (only a final-answer
+    line, `ToyData.short_copy`'s keep), "copy" (y1 word for word: a copy, or a retry that came out
+    the same), "redo" (opens with `marker`) or
+    "new" (any other rewrite: a retry, or a copy that went astray). Each as (share of the chains with
+    that y1, how often attempt 2 is then right). Where the data's copies and new tries are 50/50, a
+    model whose "new" share is far above the data's rewrites what it was meant to keep."""
+    cells: dict[str, list[int]] = {}
+    total = {"R": 0, "W": 0}
+    for line in samples.read_text().splitlines():
+        for a, b in json.loads(line)["chains"]:
+            y1 = "R" if a["correct"] else "W"
+            text = b["text"].strip()
+            kind = ("keep" if len(text.splitlines()) == 1 and text.startswith("The final answer") else
+                    "copy" if text == a["text"].strip() else "redo" if text.startswith(marker) else "new")
+            cell = cells.setdefault(f"{y1}/{kind}", [0, 0])
+            cell[0] += 1
+            cell[1] += bool(b["correct"])
+            total[y1] += 1
+    return {k: (v[0] / total[k[0]], v[1] / v[0]) for k, v in sorted(cells.items())}
+
+
+def imitator(data: dict, n: int = 20000, seed: int = 0) -> dict[str, float]:
+    """What a perfect imitator of `data` (ToyData fields, as `build --data`) would score: `n` of its
+    conversations with a second attempt, graded like a probe (t1, t2, delta, chg|R, chg|W, f). The
+    bar a base built on that data is measured against."""
+    import random
+    import re
+
+    from score_cli.tasks.toy_task import answer_of, draw_problem
+
+    toy_data = toy_settings({**data, "two_turn": 1.0, "verify": 0.0}, {})[0]
+    rng = random.Random(f"imitator/{seed}")
+    right = {"t1": 0, "t2": 0}
+    seen = {True: [0, 0, 0], False: [0, 0, 0]}  # y1 right/wrong -> [chains, answer changed, y2 right]
+    for _ in range(n):
+        problem = draw_problem(rng, "train")
+        row = toy_data.conversation(rng, problem)
+        a1, a2 = (re.findall(r"\$(-?\d+)\$", row[k])[-1] for k in ("y1", "y2"))
+        c1, c2 = a1 == answer_of(*problem), a2 == answer_of(*problem)
+        right["t1"] += c1
+        right["t2"] += c2
+        cell = seen[c1]
+        cell[0] += 1
+        cell[1] += a1 != a2
+        cell[2] += c2 and a1 != a2
+    return {"t1": right["t1"] / n, "t2": right["t2"] / n, "delta": (right["t2"] - right["t1"]) / n,
+            "chg|R": seen[True][1] / max(seen[True][0], 1), "chg|W": seen[False][1] / max(seen[False][0], 1),
+            "f": seen[False][2] / max(seen[False][1], 1)}
+
+
 def _verify_question(tok, problem, y1: str) -> list[int]:
     """[x, y1, EOS, verification question]: the ids after which the verdict's first token comes."""
     from score_cli.rollout import end_of_turn_id, first_attempt_ids, instruction_ids
@@ -512,6 +563,12 @@ def main(argv: list[str]) -> None:
                    help="probe on this many held-out training problems (rl --validation's), not the test split")
     an = sub.add_parser("anatomy")
     an.add_argument("samples", nargs="+", help="samples.jsonl files of two-attempt evaluations")
+    mo = sub.add_parser("modes")
+    mo.add_argument("samples", nargs="+", help="samples.jsonl files of two-attempt evaluations")
+    mo.add_argument("--marker", default="Redo:")
+    im = sub.add_parser("imitator")
+    im.add_argument("data", nargs="+", help='ToyData fields as JSON, e.g. \'{"short_copy": true}\'')
+    im.add_argument("-n", type=int, default=20000)
     c = sub.add_parser("curve")
     c.add_argument("out")
     c.add_argument("--seed", type=int, default=0)
@@ -556,6 +613,15 @@ def main(argv: list[str]) -> None:
     if args.cmd == "anatomy":
         for path in args.samples:
             print(path, " ".join(f"{k} {100 * v:.1f}" for k, v in anatomy(Path(path)).items()))
+        return None
+    if args.cmd == "modes":
+        for path in args.samples:
+            print(path, " ".join(f"{k} {100 * share:.1f}% (right {100 * acc:.0f})"
+                                 for k, (share, acc) in modes(Path(path), args.marker).items()))
+        return None
+    if args.cmd == "imitator":
+        for spec in args.data:
+            print(spec, " ".join(f"{k} {100 * v:.1f}" for k, v in imitator(json.loads(spec), args.n).items()))
         return None
     if args.cmd == "verify":
         return [verify(m) for m in args.models] and None

@@ -32,3 +32,30 @@ def test_anatomy_places_each_changed_second_attempt_by_where_it_leaves_a_wrong_f
     shares = toy_lab.anatomy(samples)
     assert shares == pytest.approx({"early/R": 0, "early/W": 0.2, "at/R": 0.2, "at/W": 0.2, "late/R": 0,
                                     "late/W": 0.2})
+
+
+def test_modes_sorts_second_attempts_into_keeps_copies_redos_and_rewrites(tmp_path):
+    right = GOLD.solve(482, "+", 397)
+    wrong = "2+7=9 9\n8+9=16 69\n4+3+1=8 869\nThe final answer is $869$."
+    keep_wrong = "The final answer is $869$."
+    redo = "Redo:\n" + right
+    chains = [(right, right), (right, "The final answer is $879$."), (right, wrong),  # y1 right: copy, keep, new
+              (wrong, keep_wrong), (wrong, keep_wrong), (wrong, redo), (wrong, right)]  # y1 wrong: keep x2, redo, new
+    row = {"question": "482+397=?", "chains": [[attempt(a, "879"), attempt(b, "879")] for a, b in chains]}
+    samples = tmp_path / "samples.jsonl"
+    samples.write_text(json.dumps(row) + "\n")
+    shares = toy_lab.modes(samples)
+    third = pytest.approx(1 / 3)
+    assert shares == {"R/copy": (third, 1.0), "R/keep": (third, 1.0), "R/new": (third, 0.0),
+                      "W/keep": (0.5, 0.0), "W/new": (0.25, 1.0), "W/redo": (0.25, 1.0)}
+
+
+def test_imitator_scores_the_data_a_base_imitates():
+    always_copy = toy_lab.imitator({"copy": 1.0}, n=400)
+    assert always_copy["t1"] == always_copy["t2"] and always_copy["chg|R"] == always_copy["chg|W"] == 0
+    assert 0.4 < always_copy["t1"] < 0.8  # the first solver slips
+    perfect_retry = toy_lab.imitator({"copy": 0.0, "keep_prefix": False, "second": {}}, n=400)
+    assert perfect_retry["t2"] == 1.0 and perfect_retry["f"] == 1.0
+    assert perfect_retry["chg|R"] == 0 and perfect_retry["chg|W"] == 1.0
+    half = toy_lab.imitator({"keep_prefix": False, "short_copy": True}, n=2000)
+    assert 0.3 < half["chg|W"] < 0.6 and half["delta"] < 0.02  # half keeps; the second solver slips more
