@@ -3,6 +3,8 @@
     python scripts/toy_lab.py build OUT --seed 0 --data '{"retry_marker": "Redo:"}' --training '{"steps": 1500}'
     python scripts/toy_lab.py probe OUT [OUT ...] [--validation 300]   # held-out training problems
     python scripts/toy_lab.py anatomy OUT/probe-eval/samples.jsonl   # where a changed y2 leaves a wrong y1
+    python scripts/toy_lab.py modes OUT/probe-eval/samples.jsonl     # keeps, copies, redos, rewrites by y1 right/wrong
+    python scripts/toy_lab.py imitator '{"short_copy": true}'         # what a perfect imitator of the data scores
     python scripts/toy_lab.py verify OUT [OUT ...]          # the base's judging skill (AUC)
     python scripts/toy_lab.py verify-drill OUT --steps 800  # can more verification data teach it?
     python scripts/toy_lab.py check-drill OUT|fresh --task conversation --labels verdict  # can it learn a check?
