@@ -149,8 +149,8 @@ def anatomy(samples: Path) -> dict[str, float]:
 def modes(samples: Path, marker: str = "Redo:") -> dict[str, tuple[float, float]]:
     """What each second attempt is, split by y1 right (R) or wrong (W): "keep" (only a final-answer
     line, `ToyData.short_copy`'s keep), "copy" (y1 word for word: a copy, or a retry that came out
-    the same), "redo" (opens with `marker`) or
-    "new" (any other rewrite: a retry, or a copy that went astray). Each as (share of the chains with
+    the same), "redo" (opens with `marker`) or "new" (any other rewrite: a retry, or a copy that
+    went astray). Each as (share of the chains with
     that y1, how often attempt 2 is then right). Where the data's copies and new tries are 50/50, a
     model whose "new" share is far above the data's rewrites what it was meant to keep."""
     cells: dict[str, list[int]] = {}
@@ -170,31 +170,27 @@ def modes(samples: Path, marker: str = "Redo:") -> dict[str, tuple[float, float]
 
 def imitator(data: dict, n: int = 20000, seed: int = 0) -> dict[str, float]:
     """What a perfect imitator of `data` (ToyData fields, as `build --data`) would score: `n` of its
-    conversations with a second attempt, graded like a probe (t1, t2, delta, chg|R, chg|W, f). The
-    bar a base built on that data is measured against."""
+    conversations with a second attempt, graded by the toy task like a probe (t1, t2, delta, chg|R,
+    chg|W, f). The bar a base built on that data is measured against."""
     import random
-    import re
 
-    from score_cli.tasks.toy_task import answer_of, draw_problem
+    from score_cli.tasks import Problem
+    from score_cli.tasks.toy_task import ToyTask
 
     toy_data = toy_settings({**data, "two_turn": 1.0, "verify": 0.0}, {})[0]
     rng = random.Random(f"imitator/{seed}")
-    right = {"t1": 0, "t2": 0}
-    seen = {True: [0, 0, 0], False: [0, 0, 0]}  # y1 right/wrong -> [chains, answer changed, y2 right]
-    for _ in range(n):
-        problem = draw_problem(rng, "train")
-        row = toy_data.conversation(rng, problem)
-        a1, a2 = (re.findall(r"\$(-?\d+)\$", row[k])[-1] for k in ("y1", "y2"))
-        c1, c2 = a1 == answer_of(*problem), a2 == answer_of(*problem)
-        right["t1"] += c1
-        right["t2"] += c2
-        cell = seen[c1]
-        cell[0] += 1
-        cell[1] += a1 != a2
-        cell[2] += c2 and a1 != a2
-    return {"t1": right["t1"] / n, "t2": right["t2"] / n, "delta": (right["t2"] - right["t1"]) / n,
-            "chg|R": seen[True][1] / max(seen[True][0], 1), "chg|W": seen[False][1] / max(seen[False][0], 1),
-            "f": seen[False][2] / max(seen[False][1], 1)}
+    rows = [toy_data.conversation(rng) for _ in range(n)]
+    problems = [Problem(id="", question=r["question"], answer=r["answer"]) for r in rows]
+    first, second = (ToyTask().grade(problems, [r[k] for r in rows]) for k in ("y1", "y2"))
+    chains = {True: [], False: []}  # y1 right/wrong -> [(answer changed, y2 right)]
+    for g1, g2 in zip(first, second, strict=True):
+        chains[g1.correct].append((g1.answer != g2.answer, g2.correct))
+    changed_after_wrong = [right for changed, right in chains[False] if changed]
+    t1, t2 = len(chains[True]) / n, sum(g.correct for g in second) / n
+    return {"t1": t1, "t2": t2, "delta": t2 - t1,
+            "chg|R": sum(c for c, _ in chains[True]) / max(len(chains[True]), 1),
+            "chg|W": len(changed_after_wrong) / max(len(chains[False]), 1),
+            "f": sum(changed_after_wrong) / max(len(changed_after_wrong), 1)}
 
 
 def _verify_question(tok, problem, y1: str) -> list[int]:
