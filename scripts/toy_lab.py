@@ -4,6 +4,7 @@
     python scripts/toy_lab.py probe OUT [OUT ...] [--validation 300]   # held-out training problems
     python scripts/toy_lab.py anatomy OUT/probe-eval/samples.jsonl   # where a changed y2 leaves a wrong y1
     python scripts/toy_lab.py modes OUT/probe-eval/samples.jsonl     # keeps, copies, redos, rewrites by y1 right/wrong
+    python scripts/toy_lab.py fresh OUT/probe-eval/samples.jsonl     # a retry against a fresh first attempt
     python scripts/toy_lab.py imitator '{"short_copy": true}'         # what a perfect imitator of the data scores
     python scripts/toy_lab.py verify OUT [OUT ...]          # the base's judging skill (AUC)
     python scripts/toy_lab.py verify-drill OUT --steps 800  # can more verification data teach it?
@@ -166,6 +167,32 @@ def modes(samples: Path, marker: str = "Redo:") -> dict[str, tuple[float, float]
             cell[1] += bool(b["correct"])
             total[y1] += 1
     return {k: (v[0] / total[k[0]], v[1] / v[0]) for k, v in sorted(cells.items())}
+
+
+def fresh(samples: Path) -> dict[str, float]:
+    """A retry's accuracy against a fresh first attempt on the same problems. "retry|R" / "retry|W":
+    how often a second attempt that is not a one-line keep is right after a right / wrong y1;
+    "fresh|R" / "fresh|W": how often *another* first attempt at the same problem is right, given this
+    one was right / wrong (over ordered pairs of distinct chains of a problem). Wrong first attempts
+    fall on the harder problems, so an independent retry as good as attempt 1 scores fresh|W there,
+    not t1: retry|W well under fresh|W is a retry weaker than attempt 1, retry|W near it is not."""
+    pairs = {True: [0, 0], False: [0, 0]}  # y1 right/wrong -> [other first attempt right, pairs]
+    retries = {True: [0, 0], False: [0, 0]}  # y1 right/wrong -> [retry right, retries]
+    for line in samples.read_text().splitlines():
+        chains = json.loads(line)["chains"]
+        firsts = [a["correct"] for a, _ in chains]
+        for j, right in enumerate(firsts):
+            others = firsts[:j] + firsts[j + 1:]
+            pairs[right][0] += sum(others)
+            pairs[right][1] += len(others)
+        for a, b in chains:
+            text = b["text"].strip()
+            if len(text.splitlines()) == 1 and text.startswith("The final answer"):
+                continue  # a keep, not a retry
+            retries[a["correct"]][0] += bool(b["correct"])
+            retries[a["correct"]][1] += 1
+    return {f"{kind}|{'R' if y1 else 'W'}": counts[y1][0] / max(counts[y1][1], 1)
+            for kind, counts in (("retry", retries), ("fresh", pairs)) for y1 in (True, False)}
 
 
 def imitator(data: dict, n: int = 20000, seed: int = 0) -> dict[str, float]:
@@ -564,6 +591,8 @@ def main(argv: list[str]) -> None:
     mo = sub.add_parser("modes")
     mo.add_argument("samples", nargs="+", help="samples.jsonl files of two-attempt evaluations")
     mo.add_argument("--marker", default="Redo:")
+    fr = sub.add_parser("fresh")
+    fr.add_argument("samples", nargs="+", help="samples.jsonl of two-attempt evaluations")
     im = sub.add_parser("imitator")
     im.add_argument("data", nargs="+", help='ToyData fields as JSON, e.g. \'{"short_copy": true}\'')
     im.add_argument("-n", type=int, default=20000)
@@ -616,6 +645,10 @@ def main(argv: list[str]) -> None:
         for path in args.samples:
             print(path, " ".join(f"{k} {100 * share:.1f}% (right {100 * acc:.0f})"
                                  for k, (share, acc) in modes(Path(path), args.marker).items()))
+        return None
+    if args.cmd == "fresh":
+        for path in args.samples:
+            print(path, " ".join(f"{k} {100 * v:.1f}" for k, v in fresh(Path(path)).items()))
         return None
     if args.cmd == "imitator":
         for spec in args.data:
