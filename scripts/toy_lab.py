@@ -175,9 +175,14 @@ def fresh(samples: Path) -> dict[str, float]:
     "fresh|R" / "fresh|W": how often *another* first attempt at the same problem is right, given this
     one was right / wrong (over ordered pairs of distinct chains of a problem). Wrong first attempts
     fall on the harder problems, so an independent retry as good as attempt 1 scores fresh|W there,
-    not t1: retry|W well under fresh|W is a retry weaker than attempt 1, retry|W near it is not."""
+    not t1: retry|W well under fresh|W is a retry weaker than attempt 1, retry|W near it is not.
+    "retry-delta" is the Delta of a second attempt that always retries, t1 * (retry|R - 1) + (1 - t1)
+    * retry|W: 0 for a retry as good as attempt 1 (pairs right-then-wrong and wrong-then-right are
+    equally many), and the sign of the gradient between "keep" and "retry" for a policy that cannot
+    tell a right y1 from a wrong one (a faithful keep's Delta is 0)."""
     pairs = {True: [0, 0], False: [0, 0]}  # y1 right/wrong -> [other first attempt right, pairs]
     retries = {True: [0, 0], False: [0, 0]}  # y1 right/wrong -> [retry right, retries]
+    keeps = {True: 0, False: 0}
     for line in samples.read_text().splitlines():
         chains = json.loads(line)["chains"]
         firsts = [a["correct"] for a, _ in chains]
@@ -188,11 +193,14 @@ def fresh(samples: Path) -> dict[str, float]:
         for a, b in chains:
             text = b["text"].strip()
             if len(text.splitlines()) == 1 and text.startswith("The final answer"):
-                continue  # a keep, not a retry
+                keeps[a["correct"]] += 1  # a keep, not a retry
+                continue
             retries[a["correct"]][0] += bool(b["correct"])
             retries[a["correct"]][1] += 1
-    return {f"{kind}|{'R' if y1 else 'W'}": counts[y1][0] / max(counts[y1][1], 1)
-            for kind, counts in (("retry", retries), ("fresh", pairs)) for y1 in (True, False)}
+    out = {f"{kind}|{'R' if y1 else 'W'}": counts[y1][0] / max(counts[y1][1], 1)
+           for kind, counts in (("retry", retries), ("fresh", pairs)) for y1 in (True, False)}
+    t1 = (retries[True][1] + keeps[True]) / max(sum(retries[y][1] + keeps[y] for y in (True, False)), 1)
+    return out | {"t1": t1, "retry-delta": t1 * (out["retry|R"] - 1) + (1 - t1) * out["retry|W"]}
 
 
 def imitator(data: dict, n: int = 20000, seed: int = 0) -> dict[str, float]:

@@ -74,4 +74,5 @@ def test_fresh_compares_a_retry_with_another_first_attempt_at_the_same_problem(t
     # fresh|W: each of the 3 wrong first attempts sees 1 right among 3 others; fresh|R: the hard
     # problem's right one sees 0 of 3, each easy one 3 of 3.
     assert toy_lab.fresh(samples) == pytest.approx({"retry|R": 3 / 4, "retry|W": 1 / 2,
-                                                    "fresh|R": 12 / 15, "fresh|W": 1 / 3})
+                                                    "fresh|R": 12 / 15, "fresh|W": 1 / 3, "t1": 5 / 8,
+                                                    "retry-delta": 5 / 8 * (3 / 4 - 1) + 3 / 8 * 1 / 2})
