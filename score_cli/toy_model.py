@@ -165,6 +165,13 @@ class ToyData:
     keeping y1 is then a few tokens to get right instead of a whole solution to copy (two attempts
     only).
 
+    With `noisy_first` that share of the conversations with a second attempt has a y1 written by
+    `noisy` (a solver that slips often) and not trained on (its tokens are context, not labels):
+    the second attempt, a copy or a new try drawn as always, then follows a y1 whose lines are
+    mostly wrong, so that a new try learns to work the columns from the question rather than lean
+    on y1's lines (the lean that makes the retry weaker after a wrong y1 than after a right one,
+    docs/experiments.md section 15). Whether y2 keeps or retries still never looks at y1.
+
     With probability `verify` the conversation is instead [question, y1, "Is the solution above
     right?", verdict]: "yes", or "no: line k" naming y1's first wrong line. That is a judging skill
     (the paper's base models can say whether a solution is right when asked) that is never followed
@@ -187,6 +194,8 @@ class ToyData:
     max_attempts: int = 2
     review: bool = False
     short_copy: bool = False
+    noisy_first: float = 0.0
+    noisy: NoisySolver = NoisySolver(drop=0.1, slip=0.5)
 
     def __post_init__(self) -> None:
         if self.short_copy and self.max_attempts > 2:
@@ -201,6 +210,9 @@ class ToyData:
         if self.verify and rng.random() < self.verify:
             row["verdict"] = verdict(y1, GOLD.solve(a, op, b))
         elif rng.random() < self.two_turn:
+            if self.noisy_first and rng.random() < self.noisy_first:
+                row["y1"] = y1 = self.noisy.solve(a, op, b, rng)
+                row["y1_trained"] = False
             row["copied"], y2, kept = self._next_attempt(y1, (a, op, b), rng)
             row["y2"] = self._with_review(y1, y2, (a, op, b))
             if kept is not None:
@@ -261,7 +273,7 @@ def conversation_ids(tokenizer, row: dict, instruction: str = TOY_INSTRUCTION) -
     problem = Problem(id="", question=row["question"], answer=row["answer"])
     x1 = first_attempt_ids(tokenizer, ToyTask(), problem)
     y1 = [*tokenizer(row["y1"], add_special_tokens=False)["input_ids"], eos]
-    ids, labels = [*x1, *y1], [-100] * len(x1) + y1
+    ids, labels = [*x1, *y1], [-100] * len(x1) + (y1 if row.get("y1_trained", True) else [-100] * len(y1))
     if row.get("verdict") is not None:
         p = instruction_ids(tokenizer, VERIFY_INSTRUCTION)
         answer = [*tokenizer(row["verdict"], add_special_tokens=False)["input_ids"], eos]

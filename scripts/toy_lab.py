@@ -82,7 +82,7 @@ def toy_settings(data: dict, training: dict):
     from score_cli.tasks.toy_task import NoisySolver
     from score_cli.toy_model import ToyData, ToyTraining
 
-    solvers = {k: NoisySolver(**data[k]) for k in ("first", "second") if k in data}
+    solvers = {k: NoisySolver(**data[k]) for k in ("first", "second", "noisy") if k in data}
     return ToyData(**{**data, **solvers}), ToyTraining(**training)
 
 
@@ -212,7 +212,7 @@ def imitator(data: dict, n: int = 20000, seed: int = 0) -> dict[str, float]:
     from score_cli.tasks import Problem
     from score_cli.tasks.toy_task import ToyTask
 
-    toy_data = toy_settings({**data, "two_turn": 1.0, "verify": 0.0}, {})[0]
+    toy_data = toy_settings({**data, "two_turn": 1.0, "verify": 0.0, "noisy_first": 0.0}, {})[0]
     rng = random.Random(f"imitator/{seed}")
     rows = [toy_data.conversation(rng) for _ in range(n)]
     problems = [Problem(id="", question=r["question"], answer=r["answer"]) for r in rows]

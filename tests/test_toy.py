@@ -238,6 +238,28 @@ def test_short_copy_restates_only_the_final_answer_and_draws_like_a_full_copy():
         ToyData(short_copy=True, max_attempts=3)
 
 
+def test_noisy_first_attempts_are_context_not_labels_and_leave_the_other_conversations_alone():
+    """noisy_first: a share of the two-attempt conversations gets a y1 from the noisy solver that the
+    model reads but is not trained to write; y2 is drawn as always (copies too); the default draws
+    the same conversations as before the option existed."""
+    assert toy_conversations(200, seed=5) == toy_conversations(200, seed=5, data=ToyData(noisy_first=0.0))
+    rows = toy_conversations(600, seed=5, data=ToyData(noisy_first=0.5, short_copy=True, keep_prefix=False))
+    noisy = [r for r in rows if r.get("y1_trained") is False]
+    two_turn = [r for r in rows if r["y2"] is not None]
+    assert all(r["y2"] is not None for r in noisy) and 0.35 < len(noisy) / len(two_turn) < 0.65
+    wrong = sum(final_answer(r["y1"]) != r["answer"] for r in noisy) / len(noisy)
+    assert wrong > 0.7  # the noisy solver's y1 is mostly wrong
+    assert 0.3 < sum(r["copied"] for r in noisy) / len(noisy) < 0.7  # keeps drawn as always
+    tok = build_char_tokenizer()
+    row = noisy[0]
+    ids, labels = conversation_ids(tok, row)
+    assert tok.decode([t for t in labels if t != -100]) == f"{row['y2']}</s>"  # y1 read, not learnt
+    assert row["y1"] in tok.decode(ids)
+    trained = next(r for r in two_turn if r.get("y1_trained", True))
+    said = tok.decode([t for t in conversation_ids(tok, trained)[1] if t != -100])
+    assert said == f"{trained['y1']}</s>{trained['y2']}</s>"
+
+
 def test_conversations_with_more_attempts():
     """max_attempts 4: two-attempt conversations get 2 to 4 attempts, each made from the one before
     (a copy of it, or a new try keeping a prefix of its lines), rendered like the rollout renders
