@@ -147,6 +147,12 @@ def anatomy(samples: Path) -> dict[str, float]:
     return {k: counts[k] / max(n, 1) for k in ("early/R", "early/W", "at/R", "at/W", "late/R", "late/W")}
 
 
+def _is_keep(second: str) -> bool:
+    """Whether a second attempt is a one-line keep (only y1's final-answer line, `ToyData.short_copy`)."""
+    text = second.strip()
+    return len(text.splitlines()) == 1 and text.startswith("The final answer")
+
+
 def modes(samples: Path, marker: str = "Redo:") -> dict[str, tuple[float, float]]:
     """What each second attempt is, split by y1 right (R) or wrong (W): "keep" (only a final-answer
     line, `ToyData.short_copy`'s keep), "copy" (y1 word for word: a copy, or a retry that came out
@@ -160,8 +166,8 @@ def modes(samples: Path, marker: str = "Redo:") -> dict[str, tuple[float, float]
         for a, b in json.loads(line)["chains"]:
             y1 = "R" if a["correct"] else "W"
             text = b["text"].strip()
-            kind = ("keep" if len(text.splitlines()) == 1 and text.startswith("The final answer") else
-                    "copy" if text == a["text"].strip() else "redo" if text.startswith(marker) else "new")
+            kind = ("keep" if _is_keep(text) else "copy" if text == a["text"].strip()
+                    else "redo" if text.startswith(marker) else "new")
             cell = cells.setdefault(f"{y1}/{kind}", [0, 0])
             cell[0] += 1
             cell[1] += bool(b["correct"])
@@ -182,24 +188,23 @@ def fresh(samples: Path) -> dict[str, float]:
     tell a right y1 from a wrong one (a faithful keep's Delta is 0)."""
     pairs = {True: [0, 0], False: [0, 0]}  # y1 right/wrong -> [other first attempt right, pairs]
     retries = {True: [0, 0], False: [0, 0]}  # y1 right/wrong -> [retry right, retries]
-    keeps = {True: 0, False: 0}
+    firsts_right, chains_seen = 0, 0
     for line in samples.read_text().splitlines():
         chains = json.loads(line)["chains"]
         firsts = [a["correct"] for a, _ in chains]
+        firsts_right, chains_seen = firsts_right + sum(firsts), chains_seen + len(firsts)
         for j, right in enumerate(firsts):
             others = firsts[:j] + firsts[j + 1:]
             pairs[right][0] += sum(others)
             pairs[right][1] += len(others)
         for a, b in chains:
-            text = b["text"].strip()
-            if len(text.splitlines()) == 1 and text.startswith("The final answer"):
-                keeps[a["correct"]] += 1  # a keep, not a retry
-                continue
+            if _is_keep(b["text"]):
+                continue  # a keep, not a retry
             retries[a["correct"]][0] += bool(b["correct"])
             retries[a["correct"]][1] += 1
     out = {f"{kind}|{'R' if y1 else 'W'}": counts[y1][0] / max(counts[y1][1], 1)
            for kind, counts in (("retry", retries), ("fresh", pairs)) for y1 in (True, False)}
-    t1 = (retries[True][1] + keeps[True]) / max(sum(retries[y][1] + keeps[y] for y in (True, False)), 1)
+    t1 = firsts_right / max(chains_seen, 1)
     return out | {"t1": t1, "retry-delta": t1 * (out["retry|R"] - 1) + (1 - t1) * out["retry|W"]}
 
 
