@@ -5,6 +5,8 @@
     python scripts/toy_lab.py anatomy OUT/probe-eval/samples.jsonl   # where a changed y2 leaves a wrong y1
     python scripts/toy_lab.py modes OUT/probe-eval/samples.jsonl     # keeps, copies, redos, rewrites by y1 right/wrong
     python scripts/toy_lab.py fresh OUT/probe-eval/samples.jsonl     # a retry against a fresh first attempt
+    python scripts/toy_lab.py build OUT --snapshots 2400,2800 ...; probe OUT/step-2400 --select 300  # choose before RL
+    python scripts/toy_lab.py extend OUT OUT2 --steps 600 --lr 1e-4 --data JSON  # more conversation steps
     python scripts/toy_lab.py imitator '{"short_copy": true}'         # what a perfect imitator of the data scores
     python scripts/toy_lab.py verify OUT [OUT ...]          # the base's judging skill (AUC)
     python scripts/toy_lab.py verify-drill OUT --steps 800  # can more verification data teach it?
@@ -86,14 +88,83 @@ def toy_settings(data: dict, training: dict):
     return ToyData(**{**data, **solvers}), ToyTraining(**training)
 
 
-def build(out: str, seed: int, data: dict, training: dict, threads: int = 1) -> None:
-    from score_cli.toy_model import train_toy_model
+def build(out: str, seed: int, data: dict, training: dict, threads: int = 1, snapshots: tuple[int, ...] = ()) -> None:
+    """Train a base; with `snapshots`, also save the model at those steps into OUT/step-N (each a
+    loadable toy model with the final record plus its step), to probe a base along its training."""
+    from score_cli.toy_model import RECORD_FILE, build_char_tokenizer, train_toy_model
 
     toy_data, toy_training = toy_settings(data, training)
-    train_toy_model(out, seed=seed, data=toy_data, training=toy_training, threads=threads)
+    tok = build_char_tokenizer()
+
+    def on_step(step, model) -> None:
+        if step in snapshots:
+            model.save_pretrained(Path(out) / f"step-{step}")
+            tok.save_pretrained(Path(out) / f"step-{step}")
+
+    train_toy_model(out, seed=seed, data=toy_data, training=toy_training, threads=threads,
+                    on_step=on_step if snapshots else None)
+    for step in snapshots:
+        record = json.loads((Path(out) / RECORD_FILE).read_text()) | {"snapshot_step": step}
+        (Path(out) / f"step-{step}" / RECORD_FILE).write_text(json.dumps(record, indent=1))
 
 
-def probe(model: str, seed: int = 0, validation: int = 0) -> dict[str, float]:
+def extend(base: str, out: str, steps: int, lr: float, data: dict, snapshots: tuple[int, ...], seed: int = 0,
+           batch_size: int = 16) -> None:
+    """Train a built base further on conversations of `data` at a constant `lr` for `steps` steps,
+    saving OUT/step-N at `snapshots` (and OUT itself at the end): does more of the conversation
+    phase, or other data after it, move the base's retry toward a fresh first attempt?"""
+    import random
+
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from score_cli.toy_model import RECORD_FILE, _batches, build_char_tokenizer
+
+    toy_data = toy_settings(data, {})[0]
+    tok = build_char_tokenizer()
+    model = AutoModelForCausalLM.from_pretrained(base)
+    model.set_attn_implementation("eager")
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.98), weight_decay=0.01)
+    batches = _batches(tok, toy_data, random.Random(f"toy-extend/{seed}"), batch_size)
+    record = json.loads((Path(base) / RECORD_FILE).read_text())
+    model.train()
+    for step in range(1, steps + 1):
+        ids, mask, labels = next(batches)
+        loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        if step % 50 == 0:
+            print(f"step {step} loss {loss.item():.4f}", flush=True)
+        if step in snapshots or step == steps:
+            target = Path(out) / f"step-{step}" if step in snapshots else Path(out)
+            model.save_pretrained(target)
+            tok.save_pretrained(target)
+            (target / RECORD_FILE).write_text(json.dumps(
+                record | {"extended": {"from": base, "steps": step, "lr": lr, "data": data}}, indent=1))
+
+
+def selection_problems(n: int) -> list:
+    """`n` training-split problems for choosing a base before any RL: drawn from the distribution
+    the base trains on, and none of them in the problem pools of RL seeds 0-9 (so no RL run's
+    validation or training problem is used to choose the base it starts from)."""
+    import random
+
+    from score_cli.tasks import Problem
+    from score_cli.tasks.toy_task import answer_of, draw_problem, question_text, toy_problems
+
+    taken = {p.question for s in range(10) for p in toy_problems("train", seed=s)}
+    rng, out = random.Random("toy/select"), {}
+    while len(out) < n:
+        a, op, b = draw_problem(rng, "train")
+        q = question_text(a, op, b)
+        if q not in taken and q not in out:
+            out[q] = Problem(id=f"toy/select/{q[:-2]}", question=q, answer=answer_of(a, op, b))
+    return list(out.values())
+
+
+def probe(model: str, seed: int = 0, validation: int = 0, select: int = 0) -> dict[str, float]:
     """The probe on the test split, or with `validation` > 0 on that many training problems: those
     an RL run with seed 0 and `heldout_problems` = `validation` holds out (`rl --validation`), so a
     base is judged on the same problems as the runs from it, and the test split is kept for tables.
@@ -102,7 +173,9 @@ def probe(model: str, seed: int = 0, validation: int = 0) -> dict[str, float]:
     from score_cli.demo import ensure_eval
 
     kind, data = "probe", None
-    if validation:
+    if select:
+        kind, data = "select-probe", str(_write_problems(Path(model) / "select.jsonl", selection_problems(select)))
+    elif validation:
         from score_cli.tasks.toy_task import toy_problems
         from score_cli.trainers import heldout_split
 
@@ -111,6 +184,8 @@ def probe(model: str, seed: int = 0, validation: int = 0) -> dict[str, float]:
     metrics = ensure_eval(Path(model), Path(model) / f"{kind}-eval", seed=seed, data=data)
     row = {name: metrics[key]["value"] for name, key in COLUMNS}
     row.update(retry_accuracy(Path(model) / f"{kind}-eval" / "samples.jsonl"))
+    if select:
+        row.update(fresh(Path(model) / f"{kind}-eval" / "samples.jsonl"))
     (Path(model) / f"{kind}.json").write_text(json.dumps(row, indent=1))
     return row
 
@@ -595,8 +670,20 @@ def main(argv: list[str]) -> None:
     b.add_argument("--threads", type=int, default=1, help="torch threads while training (1: two builds side by side)")
     b.add_argument("--validation", type=int, default=0,
                    help="probe on this many held-out training problems (rl --validation's), not the test split")
+    b.add_argument("--snapshots", default="", help="comma-separated steps at which to save OUT/step-N too")
+    e = sub.add_parser("extend")
+    e.add_argument("base")
+    e.add_argument("out")
+    e.add_argument("--steps", type=int, default=600)
+    e.add_argument("--lr", type=float, default=1e-4)
+    e.add_argument("--data", default="{}")
+    e.add_argument("--snapshots", default="")
+    e.add_argument("--seed", type=int, default=0)
     p = sub.add_parser("probe")
     p.add_argument("models", nargs="+")
+    p.add_argument("--select", type=int, default=0,
+                   help="probe on this many selection problems (training split, outside RL seeds 0-9's pools), "
+                        "with fresh's columns: for choosing a base before any RL")
     p.add_argument("--validation", type=int, default=0,
                    help="probe on this many held-out training problems (rl --validation's), not the test split")
     an = sub.add_parser("anatomy")
@@ -674,17 +761,21 @@ def main(argv: list[str]) -> None:
     if args.cmd == "check-drill":
         return check_drill(args.model, args.task, args.labels, args.steps, args.lr, args.batch, args.every,
                            json.loads(args.shape), args.wrong, args.save, data=json.loads(args.data))
+    if args.cmd == "extend":
+        return extend(args.base, args.out, args.steps, args.lr, json.loads(args.data),
+                      tuple(int(x) for x in args.snapshots.split(",") if x), args.seed)
     if args.cmd == "rl":
         logging.basicConfig(level=logging.WARNING)
         return rl(args.base, args.out, args.steps, args.seed, args.methods.split(","), args.set, args.validation)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     models = [args.out] if args.cmd == "build" else args.models
     if args.cmd == "build":
-        build(args.out, args.seed, json.loads(args.data), json.loads(args.training), args.threads)
+        build(args.out, args.seed, json.loads(args.data), json.loads(args.training), args.threads,
+              tuple(int(x) for x in args.snapshots.split(",") if x))
         if not args.probe:
             return
     for m in models:
-        row = probe(m, validation=args.validation)
+        row = probe(m, validation=args.validation, select=getattr(args, "select", 0))
         print("model | " + " | ".join(row), flush=True)
         print(f"{m} | " + " | ".join(f"{100 * v:.1f}" for v in row.values()), flush=True)
 

@@ -76,3 +76,55 @@ def test_fresh_compares_a_retry_with_another_first_attempt_at_the_same_problem(t
     assert toy_lab.fresh(samples) == pytest.approx({"retry|R": 3 / 4, "retry|W": 1 / 2,
                                                     "fresh|R": 12 / 15, "fresh|W": 1 / 3, "t1": 5 / 8,
                                                     "retry-delta": 5 / 8 * (3 / 4 - 1) + 3 / 8 * 1 / 2})
+
+
+def test_selection_problems_are_training_problems_outside_every_rl_seeds_pool():
+    from score_cli.tasks.toy_task import split_of, toy_problems
+
+    chosen = toy_lab.selection_problems(200)
+    assert len({p.question for p in chosen}) == 200
+    assert all(split_of(*toy_lab._operands(p.question)) == "train" for p in chosen)
+    pools = {p.question for s in range(10) for p in toy_problems("train", seed=s)}
+    assert not pools & {p.question for p in chosen}
+    assert [p.question for p in toy_lab.selection_problems(50)] == [p.question for p in chosen[:50]]
+
+
+def test_extend_trains_on_and_saves_a_loadable_model_at_each_snapshot(tmp_path, tiny_model_dir):
+    import shutil
+
+    from safetensors.torch import load_file
+
+    from score_cli.toy_model import RECORD_FILE
+
+    base = tmp_path / "base"
+    shutil.copytree(tiny_model_dir, base)
+    (base / RECORD_FILE).write_text(json.dumps({"seed": 0}))
+    out = tmp_path / "extended"
+    toy_lab.extend(str(base), str(out), steps=3, lr=1e-3, data={"short_copy": True}, snapshots=(2,), batch_size=2)
+    record = json.loads((out / RECORD_FILE).read_text())
+    assert record["seed"] == 0 and record["extended"]["steps"] == 3
+    assert json.loads((out / "step-2" / RECORD_FILE).read_text())["extended"]["steps"] == 2
+    weights = {name: load_file(path / "model.safetensors") for name, path in
+               (("base", base), ("2", out / "step-2"), ("3", out))}
+    key = next(k for k in weights["base"] if "q_proj" in k)
+    assert not torch_equal(weights["base"][key], weights["2"][key])
+    assert not torch_equal(weights["2"][key], weights["3"][key])
+
+
+def torch_equal(a, b) -> bool:
+    import torch
+
+    return bool(torch.equal(a, b))
+
+
+def test_build_saves_snapshots_along_the_way_and_the_last_one_is_the_model(tmp_path):
+    from safetensors.torch import load_file
+
+    from score_cli.toy_model import RECORD_FILE
+
+    small = {"hidden": 32, "layers": 2, "heads": 2, "steps": 4, "batch_size": 2, "clean_steps": 2, "warmup": 1}
+    toy_lab.build(str(tmp_path / "b"), 0, {}, small, snapshots=(2, 4))
+    assert json.loads((tmp_path / "b" / "step-2" / RECORD_FILE).read_text())["snapshot_step"] == 2
+    final, last, early = (load_file(tmp_path / "b" / d / "model.safetensors") for d in (".", "step-4", "step-2"))
+    key = next(k for k in final if "q_proj" in k)
+    assert torch_equal(final[key], last[key]) and not torch_equal(final[key], early[key])
