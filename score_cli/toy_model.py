@@ -363,6 +363,25 @@ def _fact_batches(tokenizer, rng: random.Random, batch_size: int, per_row: int =
         yield _padded(tokenizer, [(r, r) for r in rows])
 
 
+def toy_optimizer(model, lr: float, weight_decay: float = 0.01):
+    """The toy base's optimiser (AdamW, beta2 0.98), for its build and for any training that continues it."""
+    import torch
+
+    return torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.98), weight_decay=weight_decay)
+
+
+def optimizer_step(model, opt, ids, mask, labels) -> float:
+    """One step of next-token loss on a padded batch, gradients clipped to norm 1; the loss before it."""
+    import torch
+
+    loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    opt.step()
+    return loss.item()
+
+
 def train_toy_model(
     out_dir: str | Path,
     *,
@@ -422,8 +441,7 @@ def _train(
     n_params = sum(p.numel() for p in model.parameters())
     log.info("toy model: %d parameters, %d steps of %d conversations", n_params, training.steps,
              training.batch_size)
-    opt = torch.optim.AdamW(model.parameters(), lr=training.lr, betas=(0.9, 0.98),
-                            weight_decay=training.weight_decay)
+    opt = toy_optimizer(model, training.lr, training.weight_decay)
 
     def lr_at(step: int) -> float:  # linear warmup, cosine decay to a tenth
         if step < training.warmup:
@@ -443,13 +461,8 @@ def _train(
             ids, mask, labels = next(facts)
         else:
             ids, mask, labels = next(clean if step <= training.fact_steps + training.clean_steps else batches)
-        loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
+        losses.append(optimizer_step(model, opt, ids, mask, labels))
         sched.step()
-        losses.append(loss.item())
         tokens += int(mask.sum())
         if log_every and (step % log_every == 0 or step == training.steps):
             recent = losses[-log_every:]

@@ -115,28 +115,22 @@ def extend(base: str, out: str, steps: int, lr: float, data: dict, snapshots: tu
     phase, or other data after it, move the base's retry toward a fresh first attempt?"""
     import random
 
-    import torch
     from transformers import AutoModelForCausalLM
 
-    from score_cli.toy_model import RECORD_FILE, _batches, build_char_tokenizer
+    from score_cli.toy_model import RECORD_FILE, _batches, build_char_tokenizer, optimizer_step, toy_optimizer
 
     toy_data = toy_settings(data, {})[0]
     tok = build_char_tokenizer()
     model = AutoModelForCausalLM.from_pretrained(base)
     model.set_attn_implementation("eager")
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.98), weight_decay=0.01)
+    opt = toy_optimizer(model, lr)
     batches = _batches(tok, toy_data, random.Random(f"toy-extend/{seed}"), batch_size)
     record = json.loads((Path(base) / RECORD_FILE).read_text())
     model.train()
     for step in range(1, steps + 1):
-        ids, mask, labels = next(batches)
-        loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
+        loss = optimizer_step(model, opt, *next(batches))
         if step % 50 == 0:
-            print(f"step {step} loss {loss.item():.4f}", flush=True)
+            print(f"step {step} loss {loss:.4f}", flush=True)
         if step in snapshots or step == steps:
             target = Path(out) / f"step-{step}" if step in snapshots else Path(out)
             model.save_pretrained(target)
@@ -658,6 +652,11 @@ def rl(base: str, out: str, steps: int, seed: int, methods: list[str], sets: lis
             report(m, model)
 
 
+def _steps(text: str) -> tuple[int, ...]:
+    """Training steps given as "2000,2400" (empty: none)."""
+    return tuple(int(x) for x in text.split(",") if x)
+
+
 def main(argv: list[str]) -> None:
     ap = argparse.ArgumentParser()
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -670,14 +669,14 @@ def main(argv: list[str]) -> None:
     b.add_argument("--threads", type=int, default=1, help="torch threads while training (1: two builds side by side)")
     b.add_argument("--validation", type=int, default=0,
                    help="probe on this many held-out training problems (rl --validation's), not the test split")
-    b.add_argument("--snapshots", default="", help="comma-separated steps at which to save OUT/step-N too")
+    b.add_argument("--snapshots", type=_steps, default=(), help="comma-separated steps at which to save OUT/step-N too")
     e = sub.add_parser("extend")
     e.add_argument("base")
     e.add_argument("out")
     e.add_argument("--steps", type=int, default=600)
     e.add_argument("--lr", type=float, default=1e-4)
     e.add_argument("--data", default="{}")
-    e.add_argument("--snapshots", default="")
+    e.add_argument("--snapshots", type=_steps, default=())
     e.add_argument("--seed", type=int, default=0)
     p = sub.add_parser("probe")
     p.add_argument("models", nargs="+")
@@ -762,16 +761,14 @@ def main(argv: list[str]) -> None:
         return check_drill(args.model, args.task, args.labels, args.steps, args.lr, args.batch, args.every,
                            json.loads(args.shape), args.wrong, args.save, data=json.loads(args.data))
     if args.cmd == "extend":
-        return extend(args.base, args.out, args.steps, args.lr, json.loads(args.data),
-                      tuple(int(x) for x in args.snapshots.split(",") if x), args.seed)
+        return extend(args.base, args.out, args.steps, args.lr, json.loads(args.data), args.snapshots, args.seed)
     if args.cmd == "rl":
         logging.basicConfig(level=logging.WARNING)
         return rl(args.base, args.out, args.steps, args.seed, args.methods.split(","), args.set, args.validation)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     models = [args.out] if args.cmd == "build" else args.models
     if args.cmd == "build":
-        build(args.out, args.seed, json.loads(args.data), json.loads(args.training), args.threads,
-              tuple(int(x) for x in args.snapshots.split(",") if x))
+        build(args.out, args.seed, json.loads(args.data), json.loads(args.training), args.threads, args.snapshots)
         if not args.probe:
             return
     for m in models:
