@@ -317,6 +317,11 @@ class ToyTraining:
     weight_decay: float = 0.01
     fact_steps: int = 0  # the first steps drill single-digit column facts ("8+9+1=18") only
     clean_steps: int = 1600  # then steps on single-turn correct solutions only (learn the algorithm)
+    # After `steps`, this many more conversation steps at a constant `tail_lr`, with a fresh optimiser:
+    # the retry is still improving when the cosine schedule ends, and a tail at a low rate brings
+    # every seed tried to about the same retry (docs/experiments.md, section 16). 0: no tail.
+    tail_steps: int = 0
+    tail_lr: float = 1e-4
 
 
 def _batches(tokenizer, data: ToyData, rng: random.Random, batch_size: int, pool: int = 8):
@@ -368,6 +373,22 @@ def toy_optimizer(model, lr: float, weight_decay: float = 0.01):
     import torch
 
     return torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.98), weight_decay=weight_decay)
+
+
+def train_on(model, tokenizer, data: ToyData, rng: random.Random, *, steps: int, lr: float,
+             weight_decay: float = 0.01, batch_size: int = 16,
+             on_step: Callable[[int, float, int], None] | None = None) -> None:
+    """`steps` steps on `data`'s conversations at a constant `lr` with a fresh optimiser: the build's
+    tail, and any training that continues a built base (`scripts/toy_lab.py extend`).
+    `on_step(step, loss, tokens)` is called after each step."""
+    opt = toy_optimizer(model, lr, weight_decay)
+    batches = _batches(tokenizer, data, rng, batch_size)
+    model.train()
+    for step in range(1, steps + 1):
+        ids, mask, labels = next(batches)
+        loss = optimizer_step(model, opt, ids, mask, labels)
+        if on_step is not None:
+            on_step(step, loss, int(mask.sum()))
 
 
 def optimizer_step(model, opt, ids, mask, labels) -> float:
@@ -456,22 +477,33 @@ def _train(
     facts = _fact_batches(tokenizer, random.Random(f"toy-facts/{seed}"), training.batch_size)
     model.train()
     t0, losses, tokens = time.perf_counter(), [], 0
+    total = training.steps + training.tail_steps
+
+    def after(step: int, loss: float, n_tokens: int) -> None:
+        nonlocal tokens
+        losses.append(loss)
+        tokens += n_tokens
+        if log_every and (step % log_every == 0 or step == total):
+            recent = losses[-log_every:]
+            log.info("step %d/%d  loss %.4f  %d tokens  %.0f s", step, total, sum(recent) / len(recent), tokens,
+                     time.perf_counter() - t0)
+        if on_step is not None:
+            model.eval()
+            on_step(step, model)
+            model.train()
+
     for step in range(1, training.steps + 1):
         if step <= training.fact_steps:
             ids, mask, labels = next(facts)
         else:
             ids, mask, labels = next(clean if step <= training.fact_steps + training.clean_steps else batches)
-        losses.append(optimizer_step(model, opt, ids, mask, labels))
+        loss = optimizer_step(model, opt, ids, mask, labels)
         sched.step()
-        tokens += int(mask.sum())
-        if log_every and (step % log_every == 0 or step == training.steps):
-            recent = losses[-log_every:]
-            log.info("step %d/%d  loss %.4f  %d tokens  %.0f s", step, training.steps,
-                     sum(recent) / len(recent), tokens, time.perf_counter() - t0)
-        if on_step is not None:
-            model.eval()
-            on_step(step, model)
-            model.train()
+        after(step, loss, int(mask.sum()))
+    if training.tail_steps:
+        train_on(model, tokenizer, data, random.Random(f"toy-tail/{seed}"), steps=training.tail_steps,
+                 lr=training.tail_lr, weight_decay=training.weight_decay, batch_size=training.batch_size,
+                 on_step=lambda step, loss, n: after(training.steps + step, loss, n))
     seconds = time.perf_counter() - t0
     model.eval()
     model.set_attn_implementation(saved_attention)

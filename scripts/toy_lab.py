@@ -117,18 +117,15 @@ def extend(base: str, out: str, steps: int, lr: float, data: dict, snapshots: tu
 
     from transformers import AutoModelForCausalLM
 
-    from score_cli.toy_model import RECORD_FILE, _batches, build_char_tokenizer, optimizer_step, toy_optimizer
+    from score_cli.toy_model import RECORD_FILE, build_char_tokenizer, train_on
 
     toy_data = toy_settings(data, {})[0]
     tok = build_char_tokenizer()
     model = AutoModelForCausalLM.from_pretrained(base)
     model.set_attn_implementation("eager")
-    opt = toy_optimizer(model, lr)
-    batches = _batches(tok, toy_data, random.Random(f"toy-extend/{seed}"), batch_size)
     record = json.loads((Path(base) / RECORD_FILE).read_text())
-    model.train()
-    for step in range(1, steps + 1):
-        loss = optimizer_step(model, opt, *next(batches))
+
+    def after(step: int, loss: float, _tokens: int) -> None:
         if step % 50 == 0:
             print(f"step {step} loss {loss:.4f}", flush=True)
         if step in snapshots or step == steps:
@@ -137,6 +134,9 @@ def extend(base: str, out: str, steps: int, lr: float, data: dict, snapshots: tu
             tok.save_pretrained(target)
             (target / RECORD_FILE).write_text(json.dumps(
                 record | {"extended": {"from": base, "steps": step, "lr": lr, "data": data}}, indent=1))
+
+    train_on(model, tok, toy_data, random.Random(f"toy-extend/{seed}"), steps=steps, lr=lr, batch_size=batch_size,
+             on_step=after)
 
 
 def selection_problems(n: int) -> list:

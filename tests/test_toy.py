@@ -390,6 +390,26 @@ def test_training_is_deterministic_under_a_seed(tmp_path):
         assert torch.equal(x, y), name
 
 
+def _weights(path) -> dict:
+    return AutoModelForCausalLM.from_pretrained(path).state_dict()
+
+
+def test_the_tail_trains_on_after_the_schedule_at_its_own_constant_rate(tmp_path):
+    small = ToyTraining(hidden=16, layers=1, heads=2, steps=3, batch_size=4, warmup=1, clean_steps=1)
+    plain = _weights(train_toy_model(tmp_path / "plain", seed=1, training=small, log_every=0))
+    seen: list[int] = []
+    still = ToyTraining(**{**small.__dict__, "tail_steps": 2, "tail_lr": 0.0})
+    frozen = train_toy_model(tmp_path / "frozen", seed=1, training=still, log_every=0,
+                             on_step=lambda step, model: seen.append(step))
+    assert seen == [1, 2, 3, 4, 5]  # the tail's steps are numbered after the schedule's
+    for name, x in _weights(frozen).items():  # at rate 0 the tail's steps change nothing
+        assert torch.equal(x, plain[name]), name
+    assert json.loads((frozen / RECORD_FILE).read_text())["training"]["tail_steps"] == 2
+    moving = _weights(train_toy_model(tmp_path / "moving", seed=1, log_every=0,
+                                      training=ToyTraining(**{**still.__dict__, "tail_lr": 1e-2})))
+    assert any(not torch.equal(x, plain[name]) for name, x in moving.items())
+
+
 def test_test_model_reloads_like_a_hub_model_and_generates(toy_model_dir):
     record = json.loads((toy_model_dir / RECORD_FILE).read_text())
     assert record["seed"] == 0 and record["parameters"] > 0
