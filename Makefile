@@ -28,9 +28,10 @@ lint: install
 demo: install
 	$(BIN)/python -m score_cli demo
 
-# make repro METHODS="base,SCoRe (alpha=0),SCoRe" runs only those (score repro --methods)
+# make repro METHODS="base,SCoRe (alpha=0),SCoRe" runs only those (score repro --methods);
+# make repro BASE_PER_SEED=1 builds a base per seed (score repro --base-per-seed)
 repro: install
-	$(BIN)/python -m score_cli repro $(if $(METHODS),--methods "$(METHODS)")
+	$(BIN)/python -m score_cli repro $(if $(METHODS),--methods "$(METHODS)") $(if $(BASE_PER_SEED),--base-per-seed)
 
 bench: install
 	$(BIN)/python benchmarks/run_all.py

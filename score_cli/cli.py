@@ -614,6 +614,9 @@ def repro_cmd(
     base: Annotated[
         str | None, typer.Option(help=r"A toy base model to reuse \[default: build one in ROOT/base].")
     ] = None,
+    base_per_seed: Annotated[bool, typer.Option(
+        "--base-per-seed", help="Build a base per seed (ROOT/seedS/base, seed S), so that the spread over seeds "
+                                "includes the base's; about 10 minutes more per seed.")] = False,
     max_steps: Annotated[
         int | None, typer.Option(help=r"RL steps per stage, twice that for one-stage methods \[default: the recipe's].",
                                  min=1)
@@ -633,8 +636,8 @@ def repro_cmd(
     from score_cli.repro import METHODS
 
     chosen = [m.strip() for m in methods.split(",") if m.strip()] if methods else METHODS  # checked by run_repro
-    run_repro(root, seeds=seed_list, base_dir=base, steps=max_steps, methods=chosen, on_step=announce,
-              callbacks=[training_progress()], progress=eval_progress)
+    run_repro(root, seeds=seed_list, base_dir=base, base_per_seed=base_per_seed, steps=max_steps, methods=chosen,
+              on_step=announce, callbacks=[training_progress()], progress=eval_progress)
     stdout.print((Path(root) / "results.md").read_text(), markup=False, highlight=False)
     stdout.print(f"wrote {root}/results.md, results.json, accuracy_per_attempt.png, training_curves.png")
 

@@ -104,17 +104,25 @@ def check_methods(methods: Sequence[str]) -> tuple[str, ...]:
 
 
 def run_repro(root: str = "runs/repro", *, seeds: tuple[int, ...] = (0, 1, 2), base_dir: str | None = None,
-              steps: int | None = None, methods: Sequence[str] = METHODS,
+              base_per_seed: bool = False, steps: int | None = None, methods: Sequence[str] = METHODS,
               on_step: Callable[[str], None] = lambda s: None, callbacks=None, progress=None) -> dict[str, Any]:
-    """Train and evaluate each method for every seed; write results.md, results.json and plots."""
+    """Train and evaluate each method for every seed; write results.md, results.json and plots.
+
+    `base_per_seed`: seed s's methods all start from a base built with seed s (ROOT/seedS/base), so
+    that the spread over seeds includes the base's (as large as the effect in the toy world:
+    docs/experiments.md, sections 14-16), instead of every seed starting from ROOT/base (seed 0)."""
     methods = check_methods(methods)
+    if base_dir and base_per_seed:
+        raise ScoreError("--base reuses one base model for every seed and --base-per-seed builds one per seed: "
+                         "give one of them")
     out = Path(root)
     recipe = recipe_path("toy.yaml")
     steps = steps or recipe_steps(recipe)
-    base = Path(base_dir) if base_dir else ensure_base(out, 0, on_step)
+    shared = None if base_per_seed else Path(base_dir) if base_dir else ensure_base(out, 0, on_step)
     started = time.perf_counter()
     results: dict[str, dict[int, dict]] = {m: {} for m in methods}
     for seed in seeds:
+        base = shared or ensure_base(out / f"seed{seed}", seed, on_step)
         for method in methods:
             on_step(f"seed {seed}: {method}")
             model = run_method(method, base, out, seed, recipe, steps, callbacks)
@@ -123,10 +131,11 @@ def run_repro(root: str = "runs/repro", *, seeds: tuple[int, ...] = (0, 1, 2), b
                                                 progress=progress)
     summary = summarise(results)
     atomic_write_json(out / "results.json", {"seeds": list(seeds), "steps_per_stage": steps, "summary": summary,
+                                             "base_per_seed": base_per_seed,
                                              "seconds": round(time.perf_counter() - started),
                                              "per_seed": {m: {str(s): _values(v) for s, v in r.items()}
                                                           for m, r in results.items()}})
-    atomic_write_text(out / "results.md", markdown_table(summary, seeds, steps))
+    atomic_write_text(out / "results.md", markdown_table(summary, seeds, steps, base_per_seed))
     plot_accuracy(summary, out / "accuracy_per_attempt.png")
     plot_training(out, seeds, out / "training_curves.png", methods)
     return summary
@@ -148,7 +157,7 @@ def summarise(results: dict[str, dict[int, dict]]) -> dict[str, dict[str, tuple[
     return summary
 
 
-def markdown_table(summary: dict, seeds, steps: int) -> str:
+def markdown_table(summary: dict, seeds, steps: int, base_per_seed: bool = False) -> str:
     names = (c.replace("|", "\\|") for c, _ in COLUMNS)  # a bare | would split the markdown column
     head = "| method | " + " | ".join(names) + " |\n|---|" + "---|" * len(COLUMNS) + "\n"
     rows = "".join(
@@ -158,7 +167,9 @@ def markdown_table(summary: dict, seeds, steps: int) -> str:
     )
     note = (f"\nToy test problems, sampled at temperature 1; mean ± standard deviation over seeds "
             f"{', '.join(map(str, seeds))} (in %); {steps} RL steps per stage, {2 * steps} for one-stage methods; "
-            "the SFT methods sample as many chains and take as many optimizer steps.\n")
+            "the SFT methods sample as many chains and take as many optimizer steps; "
+            + ("each seed's methods start from a base built with that seed.\n" if base_per_seed else
+               "every seed's methods start from the same base (seed 0).\n"))
     return head + rows + note
 
 

@@ -105,6 +105,20 @@ def test_repro_runs_every_method_per_seed_with_equal_total_steps(tmp_path, recor
     assert (tmp_path / "training_curves.png").stat().st_size > 0
 
 
+def test_repro_base_per_seed_starts_each_seed_from_its_own_base(tmp_path, recorder, monkeypatch):
+    built: list[tuple[Path, int]] = []
+    monkeypatch.setattr(repro, "ensure_base", lambda root, seed, on_step: built.append((root, seed)) or root / "base")
+    repro.run_repro(str(tmp_path), seeds=(3, 4), base_per_seed=True, steps=2, methods=["single-turn RL", "SCoRe"])
+    assert built == [(tmp_path / "seed3", 3), (tmp_path / "seed4", 4)]
+    for c in recorder:  # every run of seed s starts from seed s's base (Stage II from its Stage I)
+        seed = c["out"].parent.name
+        assert c.get("model", str(tmp_path / seed / "base")) == str(tmp_path / seed / "base")
+    assert "each seed's methods start from a base built with that seed" in (tmp_path / "results.md").read_text()
+    assert json.loads((tmp_path / "results.json").read_text())["base_per_seed"] is True
+    with pytest.raises(repro.ScoreError, match="give one of them"):
+        repro.run_repro(str(tmp_path), seeds=(0,), base_dir=str(tmp_path / "b"), base_per_seed=True)
+
+
 def test_repro_methods_runs_only_those_asked_for(tmp_path, recorder):
     summary = repro.run_repro(str(tmp_path), seeds=(0,), base_dir=str(tmp_path / "base"), steps=3,
                               methods=["STaR", "base"])
