@@ -29,9 +29,9 @@ demo: install
 	$(BIN)/python -m score_cli demo
 
 # make repro METHODS="base,SCoRe (alpha=0),SCoRe" runs only those (score repro --methods);
-# make repro BASE_PER_SEED=1 builds a base per seed (score repro --base-per-seed)
+# each seed starts from its own base; make repro ONE_BASE=1 starts every seed from one (score repro --one-base)
 repro: install
-	$(BIN)/python -m score_cli repro $(if $(METHODS),--methods "$(METHODS)") $(if $(BASE_PER_SEED),--base-per-seed)
+	$(BIN)/python -m score_cli repro $(if $(METHODS),--methods "$(METHODS)") $(if $(ONE_BASE),--one-base)
 
 bench: install
 	$(BIN)/python benchmarks/run_all.py

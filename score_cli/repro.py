@@ -104,17 +104,19 @@ def check_methods(methods: Sequence[str]) -> tuple[str, ...]:
 
 
 def run_repro(root: str = "runs/repro", *, seeds: tuple[int, ...] = (0, 1, 2), base_dir: str | None = None,
-              base_per_seed: bool = False, steps: int | None = None, methods: Sequence[str] = METHODS,
+              base_per_seed: bool | None = None, steps: int | None = None, methods: Sequence[str] = METHODS,
               on_step: Callable[[str], None] = lambda s: None, callbacks=None, progress=None) -> dict[str, Any]:
     """Train and evaluate each method for every seed; write results.md, results.json and plots.
 
-    `base_per_seed`: seed s's methods all start from a base built with seed s (ROOT/seedS/base), so
-    that the spread over seeds includes the base's (as large as the effect in the toy world:
-    docs/experiments.md, sections 14-16), instead of every seed starting from ROOT/base (seed 0)."""
+    `base_per_seed` (the default unless `base_dir` is given): seed s's methods all start from a base
+    built with seed s (ROOT/seedS/base), so that the spread over seeds includes the base's (as large
+    as the effect in the toy world: docs/experiments.md, sections 14-17); False: every seed starts
+    from `base_dir`, or from ROOT/base (seed 0) built once."""
     methods = check_methods(methods)
     if base_dir and base_per_seed:
         raise ScoreError("--base reuses one base model for every seed and --base-per-seed builds one per seed: "
                          "give one of them")
+    base_per_seed = not base_dir if base_per_seed is None else base_per_seed
     out = Path(root)
     recipe = recipe_path("toy.yaml")
     steps = steps or recipe_steps(recipe)
@@ -157,7 +159,7 @@ def summarise(results: dict[str, dict[int, dict]]) -> dict[str, dict[str, tuple[
     return summary
 
 
-def markdown_table(summary: dict, seeds, steps: int, base_per_seed: bool = False) -> str:
+def markdown_table(summary: dict, seeds, steps: int, base_per_seed: bool = True) -> str:
     names = (c.replace("|", "\\|") for c, _ in COLUMNS)  # a bare | would split the markdown column
     head = "| method | " + " | ".join(names) + " |\n|---|" + "---|" * len(COLUMNS) + "\n"
     rows = "".join(

@@ -119,6 +119,19 @@ def test_repro_base_per_seed_starts_each_seed_from_its_own_base(tmp_path, record
         repro.run_repro(str(tmp_path), seeds=(0,), base_dir=str(tmp_path / "b"), base_per_seed=True)
 
 
+def test_repro_builds_a_base_per_seed_by_default_and_one_base_when_asked(tmp_path, recorder, monkeypatch):
+    built: list[tuple[Path, int]] = []
+    monkeypatch.setattr(repro, "ensure_base", lambda root, seed, on_step: built.append((root, seed)) or root / "base")
+    repro.run_repro(str(tmp_path / "a"), seeds=(1, 2), steps=2, methods=["SCoRe"])
+    assert built == [(tmp_path / "a" / "seed1", 1), (tmp_path / "a" / "seed2", 2)]
+    built.clear()
+    repro.run_repro(str(tmp_path / "b"), seeds=(1, 2), base_per_seed=False, steps=2, methods=["SCoRe"])
+    assert built == [(tmp_path / "b", 0)]  # ROOT/base, built once with seed 0
+    stage1 = [c for c in recorder if c["stage"] == 1 and tmp_path / "b" in c["out"].parents]
+    assert len(stage1) == 2 and all(c["model"] == str(tmp_path / "b" / "base") for c in stage1)
+    assert "every seed's methods start from the same base" in (tmp_path / "b" / "results.md").read_text()
+
+
 def test_repro_methods_runs_only_those_asked_for(tmp_path, recorder):
     summary = repro.run_repro(str(tmp_path), seeds=(0,), base_dir=str(tmp_path / "base"), steps=3,
                               methods=["STaR", "base"])

@@ -12,6 +12,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+import score_cli.toy_model as toy_model
 from score_cli.math_grader import extract_answer as final_answer
 from score_cli.rollout import Decoding, HFGenerator, first_attempt_ids, instruction_ids, run_attempts
 from score_cli.tasks.toy_task import (
@@ -26,6 +27,7 @@ from score_cli.tasks.toy_task import (
     toy_problems,
 )
 from score_cli.toy_model import (
+    DEFAULT_DATA,
     RECORD_FILE,
     VERIFY_INSTRUCTION,
     ToyData,
@@ -238,11 +240,39 @@ def test_short_copy_restates_only_the_final_answer_and_draws_like_a_full_copy():
         ToyData(short_copy=True, max_attempts=3)
 
 
+def test_the_default_base_data_keeps_with_a_one_line_restatement_or_retries_from_scratch():
+    """DEFAULT_DATA (the toy world's base): 70% of the conversations have a second attempt; a quarter
+    of those restate y1's final-answer line, the rest are fresh tries that keep none of y1's lines,
+    whether y1 was right or not; `toy_conversations` draws it when given no data."""
+    rows = toy_conversations(2000, seed=3)
+    assert rows == toy_conversations(2000, seed=3, data=DEFAULT_DATA) != toy_conversations(2000, seed=3, data=ToyData())
+    two = [r for r in rows if r["y2"] is not None]
+    assert 0.66 < len(two) / len(rows) < 0.74
+    keeps = [r for r in two if r["copied"]]
+    assert 0.21 < len(keeps) / len(two) < 0.29
+    assert all(r["y2"] == r["y1"].splitlines()[-1] for r in keeps)
+    assert all("kept" not in r and len(r["y2"].splitlines()) > 1 for r in two if not r["copied"])
+    for y1_right in (True, False):  # the keep rate does not look at y1
+        group = [r for r in two if (final_answer(r["y1"]) == r["answer"]) is y1_right]
+        assert 0.19 < sum(r["copied"] for r in group) / len(group) < 0.31
+
+
+def test_a_base_built_without_a_recipe_records_the_default_data_and_training(tmp_path, monkeypatch):
+    small = ToyTraining(hidden=16, layers=1, heads=2, steps=2, batch_size=4, warmup=1, clean_steps=1, tail_steps=1)
+    monkeypatch.setattr(toy_model, "DEFAULT_TRAINING", small)
+    record = json.loads((train_toy_model(tmp_path / "m", seed=2, log_every=0) / RECORD_FILE).read_text())
+    assert record["data"]["short_copy"] is True and record["data"]["second"]["slip"] == 0.13
+    assert record["data"]["copy"] == 0.25 and record["data"]["two_turn"] == 0.7 and not record["data"]["keep_prefix"]
+    assert record["training"]["tail_steps"] == 1 and record["training"]["steps"] == 2
+    assert toy_model.ToyTraining().tail_steps == 0 and DEFAULT_DATA != ToyData()  # e18's fields stay as they were
+
+
 def test_noisy_first_attempts_are_context_not_labels_and_leave_the_other_conversations_alone():
     """noisy_first: a share of the two-attempt conversations gets a y1 from the noisy solver that the
     model reads but is not trained to write; y2 is drawn as always (copies too); the default draws
     the same conversations as before the option existed."""
-    assert toy_conversations(200, seed=5) == toy_conversations(200, seed=5, data=ToyData(noisy_first=0.0))
+    assert toy_conversations(200, seed=5, data=ToyData()) == toy_conversations(200, seed=5,
+                                                                              data=ToyData(noisy_first=0.0))
     rows = toy_conversations(600, seed=5, data=ToyData(noisy_first=0.5, short_copy=True, keep_prefix=False))
     noisy = [r for r in rows if r.get("y1_trained") is False]
     two_turn = [r for r in rows if r["y2"] is not None]
@@ -426,3 +456,20 @@ def test_test_model_reloads_like_a_hub_model_and_generates(toy_model_dir):
     texts = [tok.decode(r.outputs[k], skip_special_tokens=True) for r in rollouts for k in range(2)]
     assert all(r.outputs[0] and r.outputs[1] for r in rollouts)
     assert any("The final answer is $" in t for t in texts)
+
+
+def test_toy_init_builds_the_default_base_and_the_previous_recipe_for_longer_conversations(tmp_path, monkeypatch):
+    """`score toy init` trains the toy world's base (DEFAULT_DATA and DEFAULT_TRAINING, by passing no
+    recipe); --max-attempts above 2 asks for e18 with longer conversations, as the default's one-line
+    keep has no third attempt."""
+    from typer.testing import CliRunner
+
+    from score_cli.cli import app
+
+    calls: list[dict] = []
+    monkeypatch.setattr(toy_model, "train_toy_model", lambda out, **kw: calls.append(kw) or out)
+    for args in ([], ["--max-attempts", "4"]):
+        r = CliRunner().invoke(app, ["toy", "init", "--out", str(tmp_path / "b"), "--seed", "3", *args])
+        assert r.exit_code == 0, r.output
+    assert calls[0] == {"seed": 3}
+    assert calls[1] == {"seed": 3, "data": ToyData(max_attempts=4), "training": ToyTraining()}
