@@ -624,7 +624,7 @@ def repro_cmd(
     base_per_seed: Annotated[bool, typer.Option(
         "--base-per-seed/--one-base",
         help="Build a base per seed (ROOT/seedS/base, with seed S), so that the spread over seeds includes the "
-             "base's, or one base (ROOT/base, seed 0) for every seed: about 5.5 minutes less per seed after the "
+             "base's, or one base (ROOT/base, seed 0) for every seed: about 5 minutes less per seed after the "
              "first.")] = True,
     max_steps: Annotated[
         int | None, typer.Option(help=r"RL steps per stage, twice that for one-stage methods \[default: the recipe's].",

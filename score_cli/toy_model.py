@@ -311,7 +311,7 @@ class ToyTraining:
     The field defaults are the previous release's base (docs/experiments.md, base e18): a
     1.06M-parameter Llama; 1600 steps of 16 correct single-attempt solutions, in which it learns the
     arithmetic, then 1200 steps of 16 conversations. The toy world's base is `DEFAULT_TRAINING`
-    (below): the same and a 600-step tail, about 5.5 minutes alone on a 2-core CPU. Built on another
+    (below): the same and a 600-step tail, about 5 minutes alone on a 2-core CPU. Built on another
     machine the same recipe can land elsewhere (the record names the CPU; sections 12-13). Small
     batches and a low learning rate learn fastest here: batch 64, or lr 3e-3 and 5e-3, stayed under
     30% for the same compute.
