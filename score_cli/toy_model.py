@@ -435,9 +435,9 @@ def train_toy_model(
     noticeably different model (the record names the CPU, versions and threads). `threads` (intra-op
     threads while training, at most the machine's cores; None keeps torch's setting) is 2 by default:
     alone on a 2-core machine that builds a base about 30% faster than one thread (9 minutes
-    instead of 13 for e18 on an earlier VM), and more threads do not pay for a model this small. Beside other heavy jobs
-    use 1 (two 2-thread jobs on two cores ran up to 30 times slower). The record file
-    is written last, so a directory holding it holds a complete model. `on_step(step, model)` is
+    instead of 13 for e18 on an earlier VM), and more threads do not pay for a model this small.
+    Beside other heavy jobs use 1 (two 2-thread jobs on two cores ran up to 30 times slower). The
+    record file is written last, so a directory holding it holds a complete model. `on_step(step, model)` is
     called after every optimiser step (for experiments that look at the model along the way).
     """
     import torch
