@@ -226,7 +226,7 @@ def eval_cmd(
 # work as options and recipe keys all the same. TRL's `beta` is no option: SCoRe sets it from
 # beta1 and beta2 (config_options.DERIVED_FIELDS).
 STAGE_PANELS = {
-    "SCoRe": ("turns", "alpha", "beta1", "beta2", "gamma", "baseline", "condition_baseline",
+    "SCoRe": ("turns", "alpha", "beta1", "beta2", "beta_hold", "gamma", "baseline", "condition_baseline",
               "base_attempt_share", "single_turn",
               "select_checkpoint", "heldout_problems", "reuse_attempt_cache"),
     PROMPT_PANEL: ("prompt", "prompt_template", "system_prompt", "instruction"),

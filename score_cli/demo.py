@@ -56,9 +56,10 @@ def ensure_stage(stage: int, out: Path, *, recipe: str, callbacks=None, **reques
 
 
 def ensure_eval(model: Path, out: Path, *, seed: int = 0, progress=None, turns: int = 2,
-                data: str | None = None) -> dict:
+                data: str | None = None, limit: int = TOY_EVAL["limit"]) -> dict:
     """Evaluate `model` on the toy test split (or on `data`, a JSONL of toy problems with question
-    and answer fields) with `turns` attempts; `progress(name)` is a context giving progress callbacks."""
+    and answer fields) with `turns` attempts, on the first `limit` problems; `progress(name)` is a
+    context giving progress callbacks."""
     import json
     from contextlib import nullcontext
 
@@ -67,7 +68,7 @@ def ensure_eval(model: Path, out: Path, *, seed: int = 0, progress=None, turns: 
     if (out / METRICS_FILE).exists():
         return json.loads((out / METRICS_FILE).read_text())["metrics"]
     cfg = EvalConfig(model=str(model), bench="toy", output_dir=str(out), resume=(out / "samples.jsonl").exists(),
-                     limit=TOY_EVAL["limit"], samples=TOY_EVAL["samples"],
+                     limit=limit, samples=TOY_EVAL["samples"],
                      decoding=replace(TOY_EVAL["decoding"], seed=seed), turns=turns,
                      **({"data": data, "question_field": "question", "answer_field": "answer"} if data else {}))
     with progress(out.name) if progress else nullcontext(Progress()) as callbacks:

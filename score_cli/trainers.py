@@ -9,7 +9,8 @@ leave-one-out baseline and a KL penalty to the *base* model, credited per attemp
     Stage II  attempt-1 tokens:  A = r(y1) - b                       KL coefficient beta1
               attempt-2 tokens:  A = r(y2) + alpha (r(y2) - r(y1)) - b   KL coefficient beta1
 
-With gamma > 0, attempt 1's return also gets gamma times attempt 2's return.
+With gamma > 0, attempt 1's return also gets gamma times attempt 2's return. `beta_hold` (ours,
+off by default) replaces beta1 on Stage II's attempt-1 tokens, to hold attempt 1 near the base.
 
 N attempts (`turns` N > 2; x -> y1 -> p -> y2 -> p -> ... -> yN, each attempt after the same
 instruction). The paper trains two and describes going further by training on each further
@@ -143,6 +144,11 @@ class SCoReConfig(GRPOConfig):
     alpha: float = field(default=10.0, metadata={"help": "Stage II progress bonus: alpha * (r(y2) - r(y1))."})
     beta1: float = field(default=0.01, metadata={"help": "KL coefficient on attempt 2 (both attempts in Stage II)."})
     beta2: float = field(default=0.1, metadata={"help": "Stage I KL coefficient on attempt 1 (keeps it near base)."})
+    beta_hold: float | None = field(
+        default=None,
+        metadata={"help": "Ours: Stage II KL coefficient on every attempt before the last (default: beta1, the "
+                  "paper's); beta2's value holds attempt 1 near the base in Stage II as Stage I does."},
+    )
     gamma: float = field(default=0.0, metadata={"help": "Share of attempt 2's return added to attempt 1's (paper: 0)."})
     turns: int = field(
         default=2,
@@ -226,8 +232,8 @@ class SCoReConfig(GRPOConfig):
             raise ValueError(f"stage must be 1 or 2, got {self.stage}")
         if self.baseline not in BASELINES:
             raise ValueError(f"baseline must be one of {BASELINES}, got {self.baseline!r}")
-        for name in ("alpha", "beta1", "beta2", "gamma"):
-            if getattr(self, name) < 0:
+        for name in ("alpha", "beta1", "beta2", "gamma", "beta_hold"):
+            if (getattr(self, name) or 0) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.lora_r < 0:
             raise ValueError(f"lora_r must be >= 0, got {self.lora_r}")
@@ -255,7 +261,7 @@ class SCoReConfig(GRPOConfig):
         if not cuda:
             self.use_cpu = True
         self.max_completion_length = self.max_attempt_length
-        self.beta = max(self.beta1, self.beta2)
+        self.beta = max(self.beta1, self.beta2, self.beta_hold or 0.0)
         super().__post_init__()
 
     def prompt_spec(self) -> PromptSpec:
@@ -319,12 +325,14 @@ def score_returns(*rewards: torch.Tensor, stage: int, alpha: float, gamma: float
     return tuple(returns)
 
 
-def kl_coefficients(turns: int, *, stage: int, beta1: float, beta2: float) -> tuple[float, ...]:
+def kl_coefficients(turns: int, *, stage: int, beta1: float, beta2: float,
+                    beta_hold: float | None = None) -> tuple[float, ...]:
     """The KL coefficient of each attempt's tokens: Stage I holds every attempt before the last at
-    the base with beta2 and gives the last beta1; Stage II gives every attempt beta1."""
+    the base with beta2 and gives the last beta1; Stage II gives every attempt beta1 (the paper), or,
+    with beta_hold (ours), the attempts before the last beta_hold."""
     if stage == 1:
         return (beta2,) * (turns - 1) + (beta1,)
-    return (beta1,) * turns
+    return (beta1 if beta_hold is None else beta_hold,) * (turns - 1) + (beta1,)
 
 
 def reward_weights(turns: int, *, stage: int, alpha: float) -> list[float]:
@@ -781,7 +789,7 @@ class SCoReTrainer(GRPOTrainer):
         for i, x in enumerate(inputs):
             turn[i, : len(x["turn_ids"])] = torch.tensor(x["turn_ids"])
         betas = kl_coefficients(K, stage=1 if args.stage == 1 and not args.single_turn else 2, beta1=args.beta1,
-                                beta2=args.beta2)
+                                beta2=args.beta2, beta_hold=args.beta_hold)
         out["advantages"] = per_token(turn, [A[local] for A in advantages])  # (B, T)
         out["kl_coef"] = per_token(turn, [torch.tensor(b) for b in betas])  # (B, T)
         out["turn"] = turn

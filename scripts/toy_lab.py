@@ -158,12 +158,13 @@ def selection_problems(n: int) -> list:
     return list(out.values())
 
 
-def probe(model: str, seed: int = 0, validation: int = 0, select: int = 0) -> dict[str, float]:
+def probe(model: str, seed: int = 0, validation: int = 0, select: int = 0, limit: int = 300) -> dict[str, float]:
     """The probe on the test split, or with `validation` > 0 on that many training problems: those
     an RL run with seed 0 and `heldout_problems` = `validation` holds out (`rl --validation`), so a
     base is judged on the same problems as the runs from it, and the test split is kept for tables.
     (The base itself trains on problems drawn at random from the training split: it has seen about
-    1% of them.)"""
+    1% of them.) `limit`: problems evaluated, 4 samples each (300, like `make demo`'s evaluations;
+    more pin a base's Delta down better: its standard error is about 1.5 points at 300)."""
     from score_cli.demo import ensure_eval
 
     kind, data = "probe", None
@@ -175,7 +176,9 @@ def probe(model: str, seed: int = 0, validation: int = 0, select: int = 0) -> di
 
         held = heldout_split(toy_problems("train", seed=0), validation, 0)[1]
         kind, data = "val-probe", str(_write_problems(Path(model) / "validation.jsonl", held))
-    metrics = ensure_eval(Path(model), Path(model) / f"{kind}-eval", seed=seed, data=data)
+    if limit != 300:
+        kind = f"{kind}{limit}"
+    metrics = ensure_eval(Path(model), Path(model) / f"{kind}-eval", seed=seed, data=data, limit=limit)
     row = {name: metrics[key]["value"] for name, key in COLUMNS}
     row.update(retry_accuracy(Path(model) / f"{kind}-eval" / "samples.jsonl"))
     if select:
@@ -685,6 +688,7 @@ def main(argv: list[str]) -> None:
                         "with fresh's columns: for choosing a base before any RL")
     p.add_argument("--validation", type=int, default=0,
                    help="probe on this many held-out training problems (rl --validation's), not the test split")
+    p.add_argument("--limit", type=int, default=300, help="evaluate this many of the problems (4 samples each)")
     an = sub.add_parser("anatomy")
     an.add_argument("samples", nargs="+", help="samples.jsonl files of two-attempt evaluations")
     mo = sub.add_parser("modes")
@@ -772,7 +776,7 @@ def main(argv: list[str]) -> None:
         if not args.probe:
             return
     for m in models:
-        row = probe(m, validation=args.validation, select=getattr(args, "select", 0))
+        row = probe(m, validation=args.validation, select=getattr(args, "select", 0), limit=getattr(args, "limit", 300))
         print("model | " + " | ".join(row), flush=True)
         print(f"{m} | " + " | ".join(f"{100 * v:.1f}" for v in row.values()), flush=True)
 

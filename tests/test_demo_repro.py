@@ -156,3 +156,6 @@ def test_ensure_eval_uses_its_seed_without_changing_the_shared_decoding(tmp_path
     assert [cfg.decoding.seed for cfg in seen] == [2, 5]
     assert demo.TOY_EVAL["decoding"].seed == before
     assert seen[0].decoding.temperature == demo.TOY_EVAL["decoding"].temperature == 1.0
+    assert seen[0].limit == demo.TOY_EVAL["limit"] == 300  # make demo's size, unless asked for more
+    demo.ensure_eval(tmp_path / "model", tmp_path / "c", limit=2000)
+    assert seen[-1].limit == 2000

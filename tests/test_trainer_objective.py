@@ -106,6 +106,9 @@ def test_kl_coefficients_and_logged_reward_weights():
     assert kl_coefficients(2, stage=1, beta1=0.01, beta2=0.1) == (0.1, 0.01)
     assert kl_coefficients(3, stage=1, beta1=0.01, beta2=0.1) == (0.1, 0.1, 0.01)
     assert kl_coefficients(3, stage=2, beta1=0.01, beta2=0.1) == (0.01, 0.01, 0.01)
+    assert kl_coefficients(2, stage=2, beta1=0.01, beta2=0.1, beta_hold=1.0) == (1.0, 0.01)  # ours: attempt 1 held
+    assert kl_coefficients(3, stage=2, beta1=0.01, beta2=0.1, beta_hold=1.0) == (1.0, 1.0, 0.01)
+    assert kl_coefficients(2, stage=1, beta1=0.01, beta2=0.1, beta_hold=1.0) == (0.1, 0.01)  # Stage I: beta2
     assert reward_weights(2, stage=2, alpha=10.0) == [-9.0, 11.0]  # r1 + r2 + 10 (r2 - r1)
     assert reward_weights(3, stage=2, alpha=10.0) == [-9.0, 1.0, 11.0]  # the bonuses telescope
     assert reward_weights(3, stage=1, alpha=10.0) == [0.0, 0.0, 1.0]
@@ -358,10 +361,11 @@ def hand_loss(turn, mask, ref, policy_lp, A, betas) -> float:
     return total / count
 
 
-@pytest.mark.parametrize("stage", [1, 2])
-def test_trainer_batch_advantages_kl_and_loss(stage, tiny_model_dir, tmp_path, scripted):
+@pytest.mark.parametrize(("stage", "beta_hold"), [(1, None), (2, None), (2, 0.5)])
+def test_trainer_batch_advantages_kl_and_loss(stage, beta_hold, tiny_model_dir, tmp_path, scripted):
     policy = perturbed_copy(tiny_model_dir, tmp_path / "policy")
-    trainer, tok = make_trainer(policy, tiny_model_dir, stage, tmp_path, scripted, alpha=10.0, beta1=0.01, beta2=0.1)
+    trainer, tok = make_trainer(policy, tiny_model_dir, stage, tmp_path, scripted, alpha=10.0, beta1=0.01, beta2=0.1,
+                                beta_hold=beta_hold)
     trainer.model.train()
     rows = [{"prompt": q, "problem_id": str(i)} for i, q in enumerate(QUESTIONS) for _ in range(2)]
     batch = trainer._generate_and_score_completions(rows)
@@ -380,7 +384,7 @@ def test_trainer_batch_advantages_kl_and_loss(stage, tiny_model_dir, tmp_path, s
         kl1 = 0.1
     else:
         A1, A2 = rloo(r1, 2), rloo([b + 10 * (b - a) for a, b in zip(r1, r2, strict=True)], 2)
-        kl1 = 0.01
+        kl1 = 0.01 if beta_hold is None else beta_hold  # the paper's beta1, or ours holding attempt 1
 
     turn = batch["turn"].tolist()
     mask = (batch["completion_mask"] * batch["tool_mask"]).tolist()
