@@ -102,9 +102,9 @@ def compute_metrics(
     """All metrics as {name: {"value", "low", "high"}}; names are stable (used in logs and JSON).
 
     Names: `accuracy@tN`, and for each pair of consecutive attempts (tN,tM): `delta(tN,tM)`,
-    `i->c(tN,tM)`, `c->i(tN,tM)`, `fixed|wrong(tN,tM)`, `broken|right(tN,tM)`,
-    `answer_changed(tN,tM)`, `fixed|changed(tN,tM)`, `edit_ratio(tN,tM)`, `zero_edit(tN,tM)`; with several chains per
-    problem also `maj@K@tN`; with more than two attempts also `delta(t1,tLAST)`.
+    `i->c(tN,tM)`, `c->i(tN,tM)`, `fixed|wrong(tN,tM)`, `broken|right(tN,tM)`, `answer_changed(tN,tM)`,
+    `changed|wrong(tN,tM)`, `fixed|changed(tN,tM)`, `edit_ratio(tN,tM)`, `zero_edit(tN,tM)`; with several
+    chains per problem also `maj@K@tN`; with more than two attempts also `delta(t1,tLAST)`.
     """
     c = np.asarray(correct, dtype=float)  # (P, K, T)
     if c.ndim != 3 or c.shape[0] == 0:
@@ -139,6 +139,11 @@ def compute_metrics(
         changed = np.array([[answers[p][k][a] != answers[p][k][b] for k in range(n_samples)]
                             for p in range(n_problems)], dtype=float)
         out[f"answer_changed{tag}"] = proportion(changed)
+        # How selective attempt 2 is: the share of wrong attempts whose answer it changes (the share of
+        # right ones it changes is broken|right wherever a changed right answer is a wrong one). A
+        # retry blind to y1 changes both alike; RL's collapse drives this one to 0 (docs/experiments.md).
+        out[f"changed|wrong{tag}"] = bootstrap(((1 - c[:, :, a]) * changed).sum(1), (1 - c[:, :, a]).sum(1),
+                                               n_boot=n_boot, seed=seed)
         # The fix rate: right among the changed answers after a wrong attempt. An independent retry
         # has the solver's accuracy here; a copy-or-blend that keeps the mistake scores near 0.
         out[f"fixed|changed{tag}"] = bootstrap(i2c.sum(1), ((1 - c[:, :, a]) * changed).sum(1), n_boot=n_boot,

@@ -84,7 +84,8 @@ def pct(x: float) -> str:
 
 PAIR_ROWS = (("Δ", "delta", True), ("Δ i→c", "i->c", False), ("Δ c→i", "c->i", False),
              ("fixed|wrong", "fixed|wrong", False), ("broken|right", "broken|right", False),
-             ("answer changed", "answer_changed", False), ("fixed|changed", "fixed|changed", False),
+             ("answer changed", "answer_changed", False), ("changed|wrong", "changed|wrong", False),
+             ("fixed|changed", "fixed|changed", False),
              ("edit ratio", "edit_ratio", False))
 
 

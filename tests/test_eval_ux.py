@@ -67,7 +67,8 @@ def test_three_turn_table_fits_80_columns_and_shows_every_pair(data_file, tmp_pa
         assert max(len(line) for line in text.splitlines()) <= 80, text
         assert "…" not in text  # model names are not cut short
         for pair in ("(t1,t2)", "(t2,t3)"):
-            for label in ("Δ", "Δ i→c", "Δ c→i", "fixed|wrong", "broken|right", "answer changed"):
+            for label in ("Δ", "Δ i→c", "Δ c→i", "fixed|wrong", "broken|right", "answer changed",
+                          "changed|wrong"):
                 assert any(row.strip().startswith(f"{label}{pair}") for row in text.splitlines()), (label, pair)
         row = next(line for line in text.splitlines() if line.strip().startswith("Δ(t2,t3)"))
         assert f"{100 * m['delta(t2,t3)']['value']:+.1f}" in row  # each pair's own values

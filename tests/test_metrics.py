@@ -41,6 +41,7 @@ def test_hand_computed_transition_metrics():
     assert v["broken|right(t1,t2)"] == pytest.approx(1 / 5)
     assert v["answer_changed(t1,t2)"] == pytest.approx(4 / 10)
     assert v["fixed|changed(t1,t2)"] == pytest.approx(2 / 3)  # of 5 wrong t1, 3 change answer, 2 of them right
+    assert v["changed|wrong(t1,t2)"] == pytest.approx(3 / 5)  # the same 3 of the 5 wrong first attempts
     assert v["edit_ratio(t1,t2)"] == pytest.approx((1 / 4 + 1 / 2 + 1 + 2 / 4 + 1 / 2) / 10)
     assert v["zero_edit(t1,t2)"] == pytest.approx(5 / 10)
 
