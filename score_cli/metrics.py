@@ -127,27 +127,27 @@ def compute_metrics(
         pairs.append((0, turns - 1))
     for a, b in pairs:
         tag = f"(t{a + 1},t{b + 1})"
-        i2c = (1 - c[:, :, a]) * c[:, :, b]
+        wrong = 1 - c[:, :, a]
+        i2c = wrong * c[:, :, b]
         c2i = c[:, :, a] * (1 - c[:, :, b])
         out[f"delta{tag}"] = bootstrap((c[:, :, b] - c[:, :, a]).sum(1), chains, n_boot=n_boot, seed=seed)
         if b != a + 1:
             continue  # for (t1, tLAST) the delta alone is reported
         out[f"i->c{tag}"] = proportion(i2c)
         out[f"c->i{tag}"] = proportion(c2i)
-        out[f"fixed|wrong{tag}"] = bootstrap(i2c.sum(1), (1 - c[:, :, a]).sum(1), n_boot=n_boot, seed=seed)
+        out[f"fixed|wrong{tag}"] = bootstrap(i2c.sum(1), wrong.sum(1), n_boot=n_boot, seed=seed)
         out[f"broken|right{tag}"] = bootstrap(c2i.sum(1), c[:, :, a].sum(1), n_boot=n_boot, seed=seed)
         changed = np.array([[answers[p][k][a] != answers[p][k][b] for k in range(n_samples)]
                             for p in range(n_problems)], dtype=float)
         out[f"answer_changed{tag}"] = proportion(changed)
+        changed_wrong = (wrong * changed).sum(1)  # per problem: wrong attempts whose answer changed
         # How selective attempt 2 is: the share of wrong attempts whose answer it changes (the share of
         # right ones it changes is broken|right wherever a changed right answer is a wrong one). A
         # retry blind to y1 changes both alike; RL's collapse drives this one to 0 (docs/experiments.md).
-        out[f"changed|wrong{tag}"] = bootstrap(((1 - c[:, :, a]) * changed).sum(1), (1 - c[:, :, a]).sum(1),
-                                               n_boot=n_boot, seed=seed)
+        out[f"changed|wrong{tag}"] = bootstrap(changed_wrong, wrong.sum(1), n_boot=n_boot, seed=seed)
         # The fix rate: right among the changed answers after a wrong attempt. An independent retry
         # has the solver's accuracy here; a copy-or-blend that keeps the mistake scores near 0.
-        out[f"fixed|changed{tag}"] = bootstrap(i2c.sum(1), ((1 - c[:, :, a]) * changed).sum(1), n_boot=n_boot,
-                                               seed=seed)
+        out[f"fixed|changed{tag}"] = bootstrap(i2c.sum(1), changed_wrong, n_boot=n_boot, seed=seed)
         ratios = np.array([[edit_ratio(texts[p][k][a], texts[p][k][b]) for k in range(n_samples)]
                            for p in range(n_problems)])
         out[f"edit_ratio{tag}"] = bootstrap(ratios.sum(1), chains, n_boot=n_boot, seed=seed)
