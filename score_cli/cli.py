@@ -633,6 +633,15 @@ def repro_cmd(
     methods: Annotated[str | None, typer.Option(
         help=r"Comma-separated methods to run \[default: all]: base, single-turn RL, Stage II only, SCoRe (alpha=0), "
              "SCoRe, Pair-SFT, STaR, Stage I + STaR.")] = None,
+    data_json: Annotated[str | None, typer.Option(
+        help='Toy data of the bases, as JSON fields over the default\'s, e.g. \'{"second": {"slip": 0.15}}\' '
+             "(score_cli/toy_model.py, ToyData).")] = None,
+    base_band: Annotated[bool, typer.Option(
+        "--base-band/--any-base",
+        help="Keep a seed's base only if its probe on selection problems (never RL's or the test's) is in the band "
+             "of score_cli/toy_selection.py, else build the next unused seed; or use every seed's base.")] = False,
+    band_problems: Annotated[int, typer.Option(help="Selection problems in the --base-band probe (4 samples each).",
+                                               min=100)] = 2000,
 ) -> None:
     """The paper's comparison in the toy world: base, the RL ablations, SCoRe, and the SFT baselines."""
     from score_cli.repro import run_repro
@@ -645,8 +654,25 @@ def repro_cmd(
     from score_cli.repro import METHODS
 
     chosen = [m.strip() for m in methods.split(",") if m.strip()] if methods else METHODS  # checked by run_repro
+    data = None
+    if data_json is not None:
+        import json
+
+        from score_cli.toy_model import toy_data
+
+        try:
+            overrides = json.loads(data_json)
+        except json.JSONDecodeError as e:
+            raise ScoreError(f"--data-json is not JSON ({e}): give an object, e.g. '{{\"copy\": 0.3}}'") from None
+        if not isinstance(overrides, dict):
+            raise ScoreError("--data-json must be a JSON object of toy data fields, e.g. '{\"copy\": 0.3}'")
+        data = toy_data(overrides)
+    from score_cli.toy_selection import BaseBand
+
+    band = BaseBand(problems=band_problems) if base_band else None
     run_repro(root, seeds=seed_list, base_dir=base, base_per_seed=base_per_seed and not base, steps=max_steps,
-              methods=chosen, on_step=announce, callbacks=[training_progress()], progress=eval_progress)
+              methods=chosen, data=data, band=band, on_step=announce, callbacks=[training_progress()],
+              progress=eval_progress)
     stdout.print((Path(root) / "results.md").read_text(), markup=False, highlight=False)
     stdout.print(f"wrote {root}/results.md, results.json, accuracy_per_attempt.png, training_curves.png")
 

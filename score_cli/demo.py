@@ -12,12 +12,16 @@ import logging
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from score_cli.errors import ScoreError
 from score_cli.evaluate import METRICS_FILE, EvalConfig, evaluate
 from score_cli.models import read_run_record
 from score_cli.rollout import Decoding
 from score_cli.train import TrainRequest, last_complete_checkpoint, run_stage
+
+if TYPE_CHECKING:
+    from score_cli.toy_model import ToyData
 
 log = logging.getLogger(__name__)
 
@@ -34,15 +38,27 @@ def recipe_path(name: str) -> str:
     return str(path)
 
 
-def ensure_base(root: Path, seed: int = 0, on_step: Callable[[str], None] = lambda s: None) -> Path:
-    from score_cli.toy_model import train_toy_model
+def ensure_base(root: Path, seed: int = 0, on_step: Callable[[str], None] = lambda s: None,
+                data: ToyData | None = None) -> Path:
+    """ROOT/base: the toy base model built with `seed` from `data` (`DEFAULT_DATA` unless given),
+    reused when present; one built from another seed or data is an error, not silently reused."""
+    import json
+    from dataclasses import asdict
 
-    base = root / "base"
-    if (base / "toy_model.json").exists():
+    from score_cli.toy_model import DEFAULT_DATA, RECORD_FILE, train_toy_model
+
+    base, wanted = root / "base", asdict(data or DEFAULT_DATA)
+    if (base / RECORD_FILE).exists():
+        record = json.loads((base / RECORD_FILE).read_text())
+        differs = sorted(k for k in wanted if record.get("data", {}).get(k) != wanted[k])
+        if record.get("seed") != seed or differs:
+            what = f"seed {record.get('seed')}" if record.get("seed") != seed else f"other data ({', '.join(differs)})"
+            raise ScoreError(f"{base} holds a toy base built with {what}, not the one asked for: remove it or "
+                             "use another --root")
         on_step(f"toy base model: reusing {base}")
         return base
-    on_step("toy base model: training from scratch (a few minutes on a CPU)")
-    return Path(train_toy_model(base, seed=seed))
+    on_step(f"toy base model (seed {seed}): training from scratch (a few minutes on a CPU)")
+    return Path(train_toy_model(base, seed=seed, data=data))
 
 
 def ensure_stage(stage: int, out: Path, *, recipe: str, callbacks=None, **request) -> Path:

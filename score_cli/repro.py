@@ -27,13 +27,18 @@ import logging
 import statistics
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from score_cli.demo import ensure_base, ensure_eval, ensure_stage, recipe_path
 from score_cli.errors import ScoreError
 from score_cli.files import atomic_write_json, atomic_write_text
 from score_cli.models import read_run_record
+from score_cli.toy_selection import BaseBand, choose_bases
+
+if TYPE_CHECKING:
+    from score_cli.toy_model import ToyData
 
 log = logging.getLogger(__name__)
 
@@ -105,26 +110,42 @@ def check_methods(methods: Sequence[str]) -> tuple[str, ...]:
 
 def run_repro(root: str = "runs/repro", *, seeds: tuple[int, ...] = (0, 1, 2), base_dir: str | None = None,
               base_per_seed: bool | None = None, steps: int | None = None, methods: Sequence[str] = METHODS,
+              data: ToyData | None = None, band: BaseBand | None = None,
               on_step: Callable[[str], None] = lambda s: None, callbacks=None, progress=None) -> dict[str, Any]:
     """Train and evaluate each method for every seed; write results.md, results.json and plots.
 
     `base_per_seed` (the default unless `base_dir` is given): seed s's methods all start from a base
     built with seed s (ROOT/seedS/base), so that the spread over seeds includes the base's (as large
     as the effect in the toy world: docs/experiments.md, sections 14-17); False: every seed starts
-    from `base_dir`, or from ROOT/base (seed 0) built once."""
+    from `base_dir`, or from ROOT/base (seed 0) built once. `data`: the bases' toy data (default
+    `DEFAULT_DATA`). `band`: keep a seed's base only if its probe on selection problems lands in the
+    band, else build the next unused seed (`toy_selection.choose_bases`); the seeds kept are the ones
+    reported, and every try is in results.json."""
     methods = check_methods(methods)
     if base_dir and base_per_seed:
         raise ScoreError("--base reuses one base model for every seed and --base-per-seed builds one per seed: "
                          "give one of them")
     base_per_seed = not base_dir if base_per_seed is None else base_per_seed
+    if band and not base_per_seed:
+        raise ScoreError("--base-band chooses a base per seed: drop --base / --one-base, or drop --base-band")
+    if data and base_dir:
+        raise ScoreError("--data-json builds new bases and --base reuses one: give one of them")
     out = Path(root)
     recipe = recipe_path("toy.yaml")
     steps = steps or recipe_steps(recipe)
-    shared = None if base_per_seed else Path(base_dir) if base_dir else ensure_base(out, 0, on_step)
     started = time.perf_counter()
+
+    def build(path: Path, seed: int) -> Path:
+        return ensure_base(path.parent, seed, on_step, data)
+
+    selection = None
+    if band:
+        chosen, selection = choose_bases(out, seeds, band, build)
+        seeds = tuple(chosen)
+    shared = None if base_per_seed else Path(base_dir) if base_dir else ensure_base(out, 0, on_step, data)
     results: dict[str, dict[int, dict]] = {m: {} for m in methods}
     for seed in seeds:
-        base = shared or ensure_base(out / f"seed{seed}", seed, on_step)
+        base = shared or build(out / f"seed{seed}" / "base", seed)
         for method in methods:
             on_step(f"seed {seed}: {method}")
             model = run_method(method, base, out, seed, recipe, steps, callbacks)
@@ -134,10 +155,12 @@ def run_repro(root: str = "runs/repro", *, seeds: tuple[int, ...] = (0, 1, 2), b
     summary = summarise(results)
     atomic_write_json(out / "results.json", {"seeds": list(seeds), "steps_per_stage": steps, "summary": summary,
                                              "base_per_seed": base_per_seed,
+                                             **({"data": asdict(data)} if data else {}),
+                                             **({"base_selection": selection} if selection else {}),
                                              "seconds": round(time.perf_counter() - started),
                                              "per_seed": {m: {str(s): _values(v) for s, v in r.items()}
                                                           for m, r in results.items()}})
-    atomic_write_text(out / "results.md", markdown_table(summary, seeds, steps, base_per_seed))
+    atomic_write_text(out / "results.md", markdown_table(summary, seeds, steps, base_per_seed, selection))
     plot_accuracy(summary, out / "accuracy_per_attempt.png")
     plot_training(out, seeds, out / "training_curves.png", methods)
     return summary
@@ -159,7 +182,8 @@ def summarise(results: dict[str, dict[int, dict]]) -> dict[str, dict[str, tuple[
     return summary
 
 
-def markdown_table(summary: dict, seeds, steps: int, base_per_seed: bool = True) -> str:
+def markdown_table(summary: dict, seeds, steps: int, base_per_seed: bool = True,
+                   selection: dict | None = None) -> str:
     names = (c.replace("|", "\\|") for c, _ in COLUMNS)  # a bare | would split the markdown column
     head = "| method | " + " | ".join(names) + " |\n|---|" + "---|" * len(COLUMNS) + "\n"
     rows = "".join(
@@ -172,6 +196,12 @@ def markdown_table(summary: dict, seeds, steps: int, base_per_seed: bool = True)
             "the SFT methods sample as many chains and take as many optimizer steps; "
             + ("each seed's methods start from a base built with that seed.\n" if base_per_seed else
                "every seed's methods start from the same base (seed 0).\n"))
+    if selection:
+        rejected = [t for t in selection["tries"] if not t["kept"]]
+        note += (f"Bases kept only when their probe on {selection['band']['problems']} selection problems was in the "
+                 "band (score_cli/toy_selection.py); "
+                 + ("rejected: " + "; ".join(f"seed {t['seed']} ({', '.join(t['why'])})" for t in rejected) + ".\n"
+                    if rejected else "none rejected.\n"))
     return head + rows + note
 
 

@@ -15,6 +15,7 @@ right lines, redoing from the wrong one) is left for RL to find.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -29,6 +30,7 @@ from typing import Any
 from transformers import PreTrainedTokenizerFast
 
 from score_cli.environment import cpu_kernels, cpu_name, package_versions
+from score_cli.errors import ScoreError
 from score_cli.tasks.base import Problem
 from score_cli.tasks.toy_task import (
     GOLD,
@@ -261,6 +263,27 @@ def verdict(solution: str, gold: str) -> str:
 # second attempt keeps or retries never depends on whether y1 was right.
 DEFAULT_DATA = ToyData(second=NoisySolver(drop=0.1, slip=0.13), copy=0.25, two_turn=0.7, keep_prefix=False,
                        short_copy=True)
+
+
+def toy_data(overrides: dict, base: ToyData = DEFAULT_DATA) -> ToyData:
+    """`base` with the fields in `overrides` replaced (JSON-like: solvers as {"second": {"slip": 0.15}},
+    over the base's solver); an unknown field or a bad value is a one-line error naming it."""
+    from dataclasses import fields, replace
+
+    names = {f.name for f in fields(ToyData)}
+    unknown = sorted(set(overrides) - names)
+    if unknown:
+        raise ScoreError(f"unknown toy data field(s) {', '.join(unknown)}: choose from {', '.join(sorted(names))}")
+    values = dict(overrides)
+    try:
+        for key in ("first", "second", "noisy"):
+            if key in values:
+                if not isinstance(values[key], dict):
+                    raise TypeError(f"{key} must be an object like {{\"drop\": 0.1, \"slip\": 0.15}}")
+                values[key] = replace(getattr(base, key), **values[key])
+        return replace(base, **values)
+    except (TypeError, ValueError) as e:
+        raise ScoreError(f"bad toy data {json.dumps(overrides)}: {e}") from None
 
 
 def toy_conversations(n: int, *, seed: int = 0, data: ToyData | None = None) -> list[dict]:

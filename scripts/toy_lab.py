@@ -33,6 +33,10 @@ import logging
 import sys
 from pathlib import Path
 
+from score_cli.toy_selection import is_keep as _is_keep
+from score_cli.toy_selection import retry_quality as fresh  # the name the log's commands use
+from score_cli.toy_selection import selection_problems
+
 COLUMNS = (("t1", "accuracy@t1"), ("t2", "accuracy@t2"), ("delta", "delta(t1,t2)"), ("i->c", "i->c(t1,t2)"),
            ("c->i", "c->i(t1,t2)"), ("changed", "answer_changed(t1,t2)"), ("fixed|wrong", "fixed|wrong(t1,t2)"),
            ("broken|right", "broken|right(t1,t2)"), ("f", "fixed|changed(t1,t2)"))
@@ -139,25 +143,6 @@ def extend(base: str, out: str, steps: int, lr: float, data: dict, snapshots: tu
              on_step=after)
 
 
-def selection_problems(n: int) -> list:
-    """`n` training-split problems for choosing a base before any RL: drawn from the distribution
-    the base trains on, and none of them in the problem pools of RL seeds 0-9 (so no RL run's
-    validation or training problem is used to choose the base it starts from)."""
-    import random
-
-    from score_cli.tasks import Problem
-    from score_cli.tasks.toy_task import answer_of, draw_problem, question_text, toy_problems
-
-    taken = {p.question for s in range(10) for p in toy_problems("train", seed=s)}
-    rng, out = random.Random("toy/select"), {}
-    while len(out) < n:
-        a, op, b = draw_problem(rng, "train")
-        q = question_text(a, op, b)
-        if q not in taken and q not in out:
-            out[q] = Problem(id=f"toy/select/{q[:-2]}", question=q, answer=answer_of(a, op, b))
-    return list(out.values())
-
-
 def probe(model: str, seed: int = 0, validation: int = 0, select: int = 0, limit: int = 300) -> dict[str, float]:
     """The probe on the test split, or with `validation` > 0 on that many training problems: those
     an RL run with seed 0 and `heldout_problems` = `validation` holds out (`rl --validation`), so a
@@ -219,12 +204,6 @@ def anatomy(samples: Path) -> dict[str, float]:
     return {k: counts[k] / max(n, 1) for k in ("early/R", "early/W", "at/R", "at/W", "late/R", "late/W")}
 
 
-def _is_keep(second: str) -> bool:
-    """Whether a second attempt is a one-line keep (only y1's final-answer line, `ToyData.short_copy`)."""
-    text = second.strip()
-    return len(text.splitlines()) == 1 and text.startswith("The final answer")
-
-
 def modes(samples: Path, marker: str = "Redo:") -> dict[str, tuple[float, float]]:
     """What each second attempt is, split by y1 right (R) or wrong (W): "keep" (only a final-answer
     line, `ToyData.short_copy`'s keep), "copy" (y1 word for word: a copy, or a retry that came out
@@ -245,39 +224,6 @@ def modes(samples: Path, marker: str = "Redo:") -> dict[str, tuple[float, float]
             cell[1] += bool(b["correct"])
             total[y1] += 1
     return {k: (v[0] / total[k[0]], v[1] / v[0]) for k, v in sorted(cells.items())}
-
-
-def fresh(samples: Path) -> dict[str, float]:
-    """A retry's accuracy against a fresh first attempt on the same problems. "retry|R" / "retry|W":
-    how often a second attempt that is not a one-line keep is right after a right / wrong y1;
-    "fresh|R" / "fresh|W": how often *another* first attempt at the same problem is right, given this
-    one was right / wrong (over ordered pairs of distinct chains of a problem). Wrong first attempts
-    fall on the harder problems, so an independent retry as good as attempt 1 scores fresh|W there,
-    not t1: retry|W well under fresh|W is a retry weaker than attempt 1, retry|W near it is not.
-    "retry-delta" is the Delta of a second attempt that always retries, t1 * (retry|R - 1) + (1 - t1)
-    * retry|W: 0 for a retry as good as attempt 1 (pairs right-then-wrong and wrong-then-right are
-    equally many), and the sign of the gradient between "keep" and "retry" for a policy that cannot
-    tell a right y1 from a wrong one (a faithful keep's Delta is 0)."""
-    pairs = {True: [0, 0], False: [0, 0]}  # y1 right/wrong -> [other first attempt right, pairs]
-    retries = {True: [0, 0], False: [0, 0]}  # y1 right/wrong -> [retry right, retries]
-    firsts_right, chains_seen = 0, 0
-    for line in samples.read_text().splitlines():
-        chains = json.loads(line)["chains"]
-        firsts = [a["correct"] for a, _ in chains]
-        firsts_right, chains_seen = firsts_right + sum(firsts), chains_seen + len(firsts)
-        for j, right in enumerate(firsts):
-            others = firsts[:j] + firsts[j + 1:]
-            pairs[right][0] += sum(others)
-            pairs[right][1] += len(others)
-        for a, b in chains:
-            if _is_keep(b["text"]):
-                continue  # a keep, not a retry
-            retries[a["correct"]][0] += bool(b["correct"])
-            retries[a["correct"]][1] += 1
-    out = {f"{kind}|{'R' if y1 else 'W'}": counts[y1][0] / max(counts[y1][1], 1)
-           for kind, counts in (("retry", retries), ("fresh", pairs)) for y1 in (True, False)}
-    t1 = firsts_right / max(chains_seen, 1)
-    return out | {"t1": t1, "retry-delta": t1 * (out["retry|R"] - 1) + (1 - t1) * out["retry|W"]}
 
 
 def imitator(data: dict, n: int = 20000, seed: int = 0) -> dict[str, float]:

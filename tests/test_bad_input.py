@@ -185,3 +185,16 @@ def test_report_on_malformed_files(tmp_path):
         (stage / f"checkpoint-{step}" / "trainer_state.json").write_text(text)
     r = runner.invoke(app, ["report", str(stage)])
     assert r.exit_code == 0 and (stage / "training_curves.png").exists(), r.output
+
+
+@pytest.mark.parametrize(("args", "match"), [
+    (["--data-json", "{slip: 0.15}"], "--data-json is not JSON"),
+    (["--data-json", "[1]"], "must be a JSON object of toy data fields"),
+    (["--data-json", '{"secnd": {"slip": 0.15}}'], "unknown toy data field(s) secnd"),
+    (["--base-band", "--one-base"], "--base-band chooses a base per seed"),
+])
+def test_repro_refuses_bad_base_options_before_building_anything(tmp_path, monkeypatch, args, match):
+    monkeypatch.setattr("score_cli.toy_model.train_toy_model",
+                        lambda *a, **k: pytest.fail("a base was built before the options were checked"))
+    one_line_error(["repro", "--root", tmp_path / "r", *args], match)
+    assert not (tmp_path / "r").exists()

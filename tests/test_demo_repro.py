@@ -44,7 +44,7 @@ def recorder(monkeypatch):
         monkeypatch.setattr(module, "ensure_stage", ensure_stage)
         monkeypatch.setattr(module, "ensure_eval", ensure_eval)
     monkeypatch.setattr(repro, "ensure_sft", ensure_sft)
-    monkeypatch.setattr(demo, "ensure_base", lambda root, seed, on_step: Path(root) / "base")
+    monkeypatch.setattr(demo, "ensure_base", lambda root, seed, on_step, data=None: Path(root) / "base")
     return calls
 
 
@@ -107,7 +107,8 @@ def test_repro_runs_every_method_per_seed_with_equal_total_steps(tmp_path, recor
 
 def test_repro_base_per_seed_starts_each_seed_from_its_own_base(tmp_path, recorder, monkeypatch):
     built: list[tuple[Path, int]] = []
-    monkeypatch.setattr(repro, "ensure_base", lambda root, seed, on_step: built.append((root, seed)) or root / "base")
+    monkeypatch.setattr(repro, "ensure_base",
+                        lambda root, seed, on_step, data=None: built.append((root, seed)) or root / "base")
     repro.run_repro(str(tmp_path), seeds=(3, 4), base_per_seed=True, steps=2, methods=["single-turn RL", "SCoRe"])
     assert built == [(tmp_path / "seed3", 3), (tmp_path / "seed4", 4)]
     for c in recorder:  # every run of seed s starts from seed s's base (Stage II from its Stage I)
@@ -121,7 +122,8 @@ def test_repro_base_per_seed_starts_each_seed_from_its_own_base(tmp_path, record
 
 def test_repro_builds_a_base_per_seed_by_default_and_one_base_when_asked(tmp_path, recorder, monkeypatch):
     built: list[tuple[Path, int]] = []
-    monkeypatch.setattr(repro, "ensure_base", lambda root, seed, on_step: built.append((root, seed)) or root / "base")
+    monkeypatch.setattr(repro, "ensure_base",
+                        lambda root, seed, on_step, data=None: built.append((root, seed)) or root / "base")
     repro.run_repro(str(tmp_path / "a"), seeds=(1, 2), steps=2, methods=["SCoRe"])
     assert built == [(tmp_path / "a" / "seed1", 1), (tmp_path / "a" / "seed2", 2)]
     built.clear()
@@ -159,3 +161,26 @@ def test_ensure_eval_uses_its_seed_without_changing_the_shared_decoding(tmp_path
     assert seen[0].limit == demo.TOY_EVAL["limit"] == 300  # make demo's size, unless asked for more
     demo.ensure_eval(tmp_path / "model", tmp_path / "c", limit=2000)
     assert seen[-1].limit == 2000
+
+
+def test_repro_base_band_reports_the_seeds_kept_and_every_rejected_try(tmp_path, recorder, monkeypatch):
+    """With a band, a seed whose base probes outside it is replaced by the next unused seed; the runs,
+    the table and results.json are of the kept seeds, and the rejected try is on record."""
+    from score_cli.toy_selection import BaseBand
+
+    built: list[int] = []
+    monkeypatch.setattr(repro, "ensure_base",
+                        lambda root, seed, on_step, data=None: built.append(seed) or root / "base")
+    inside = {"t1": 50.0, "delta": -2.0, "retry-delta": -2.5, "f": 47.0}
+    probes = {0: inside, 1: inside | {"delta": 0.4}, 2: inside, 3: inside}
+    monkeypatch.setattr("score_cli.toy_selection.probe_base",
+                        lambda base, out, problems: probes[int(out.parent.name.removeprefix("seed"))])
+    repro.run_repro(str(tmp_path), seeds=(0, 1, 2), steps=2, methods=["SCoRe"], band=BaseBand())
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved["seeds"] == [0, 3, 2] and sorted(saved["per_seed"]["SCoRe"]) == ["0", "2", "3"]
+    assert [t["seed"] for t in saved["base_selection"]["tries"]] == [0, 1, 3, 2]
+    assert saved["base_selection"]["tries"][1]["why"] == ["Delta +0.4 outside -5..-1"]
+    assert {c["out"].parent.name for c in recorder} == {"seed0", "seed2", "seed3"}  # nothing trained on seed 1
+    assert "rejected: seed 1 (Delta +0.4 outside -5..-1)" in (tmp_path / "results.md").read_text()
+    with pytest.raises(repro.ScoreError, match="--base-band chooses a base per seed"):
+        repro.run_repro(str(tmp_path), seeds=(0,), base_per_seed=False, band=BaseBand())

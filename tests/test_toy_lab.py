@@ -61,34 +61,6 @@ def test_imitator_scores_the_data_a_base_imitates():
     assert 0.3 < half["chg|W"] < 0.6 and half["delta"] < 0.02  # half keeps; the second solver slips more
 
 
-def test_fresh_compares_a_retry_with_another_first_attempt_at_the_same_problem(tmp_path):
-    right = GOLD.solve(482, "+", 397)
-    wrong = "2+7=9 9\n8+9=16 69\n4+3+1=8 869\nThe final answer is $869$."
-    keep = "The final answer is $869$."
-    hard = [(wrong, keep), (wrong, right), (wrong, wrong.replace("869", "868")), (right, right)]
-    easy = [(right, keep.replace("869", "879")), (right, right), (right, wrong), (right, right)]
-    rows = [{"question": "482+397=?", "chains": [[attempt(a, "879"), attempt(b, "879")] for a, b in chains]}
-            for chains in (hard, easy)]
-    samples = tmp_path / "samples.jsonl"
-    samples.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    # fresh|W: each of the 3 wrong first attempts sees 1 right among 3 others; fresh|R: the hard
-    # problem's right one sees 0 of 3, each easy one 3 of 3.
-    assert toy_lab.fresh(samples) == pytest.approx({"retry|R": 3 / 4, "retry|W": 1 / 2,
-                                                    "fresh|R": 12 / 15, "fresh|W": 1 / 3, "t1": 5 / 8,
-                                                    "retry-delta": 5 / 8 * (3 / 4 - 1) + 3 / 8 * 1 / 2})
-
-
-def test_selection_problems_are_training_problems_outside_every_rl_seeds_pool():
-    from score_cli.tasks.toy_task import split_of, toy_problems
-
-    chosen = toy_lab.selection_problems(200)
-    assert len({p.question for p in chosen}) == 200
-    assert all(split_of(*toy_lab._operands(p.question)) == "train" for p in chosen)
-    pools = {p.question for s in range(10) for p in toy_problems("train", seed=s)}
-    assert not pools & {p.question for p in chosen}
-    assert [p.question for p in toy_lab.selection_problems(50)] == [p.question for p in chosen[:50]]
-
-
 def test_extend_trains_on_and_saves_a_loadable_model_at_each_snapshot(tmp_path, tiny_model_dir):
     import shutil
 
