@@ -140,7 +140,7 @@ def run_repro(root: str = "runs/repro", *, seeds: tuple[int, ...] = (0, 1, 2), b
 
     selection = None
     if band:
-        chosen, selection = choose_bases(out, seeds, band, build)
+        chosen, selection = choose_bases(out, seeds, band, build, on_step)
         seeds = tuple(chosen)
     shared = None if base_per_seed else Path(base_dir) if base_dir else ensure_base(out, 0, on_step, data)
     results: dict[str, dict[int, dict]] = {m: {} for m in methods}

@@ -136,8 +136,8 @@ def probe_base(base: Path, out: Path, problems: int = 2000) -> dict[str, float]:
     return row
 
 
-def choose_bases(root: Path, seeds: Sequence[int], band: BaseBand,
-                 build: Callable[[Path, int], Path]) -> tuple[dict[int, Path], dict[str, Any]]:
+def choose_bases(root: Path, seeds: Sequence[int], band: BaseBand, build: Callable[[Path, int], Path],
+                 on_step: Callable[[str], None] = log.info) -> tuple[dict[int, Path], dict[str, Any]]:
     """One base in the band for each of `seeds`: seed s's base (ROOT/seedS/base, built by `build(dir,
     s)`) when its probe is in the band, else the next seed no one has used (one past the largest seen),
     up to `band.tries_per_seed` bases per requested seed. Returns {kept seed: base} in order and the
@@ -150,15 +150,16 @@ def choose_bases(root: Path, seeds: Sequence[int], band: BaseBand,
         seed = requested
         for attempt in range(band.tries_per_seed):
             base = build(root / f"seed{seed}" / "base", seed)
+            on_step(f"base seed {seed}: probing on {band.problems} selection problems")
             probe = probe_base(base, root / f"seed{seed}" / "base-selection", band.problems)
             why = band.misses(probe)
             tries.append({"seed": seed, "for": requested, "probe": probe, "kept": not why, "why": why})
             atomic_write_json(root / "base_selection.json", record | {"kept": list(kept) + ([seed] if not why else [])})
             if not why:
-                log.info("base seed %d kept: %s", seed, _summary(probe))
+                on_step(f"base seed {seed} kept: {_summary(probe)}")
                 kept[seed] = base
                 break
-            log.info("base seed %d rejected (%s): %s", seed, "; ".join(why), _summary(probe))
+            on_step(f"base seed {seed} rejected ({'; '.join(why)}): {_summary(probe)}")
             if attempt + 1 < band.tries_per_seed:
                 seed = max(used | {t["seed"] for t in tries}) + 1
                 used.add(seed)

@@ -66,7 +66,8 @@ def test_choose_bases_replaces_a_rejected_seed_by_the_next_unused_one_and_record
     monkeypatch.setattr("score_cli.toy_selection.probe_base",
                         lambda base, out, problems: probes[int(out.parent.name.removeprefix("seed"))])
     built: list[int] = []
-    kept, record = choose_bases(tmp_path, (0, 1), BaseBand(), lambda d, s: built.append(s) or d)
+    said: list[str] = []
+    kept, record = choose_bases(tmp_path, (0, 1), BaseBand(), lambda d, s: built.append(s) or d, said.append)
     # seed 0 is out; the next unused seed is 2 (past the requested 0 and 1), also out; then 3
     assert built == [0, 2, 3, 1]
     assert kept == {3: tmp_path / "seed3" / "base", 1: tmp_path / "seed1" / "base"}
@@ -75,6 +76,9 @@ def test_choose_bases_replaces_a_rejected_seed_by_the_next_unused_one_and_record
     assert [(t["seed"], t["for"], t["kept"]) for t in on_disk["tries"]] == [(0, 0, False), (2, 0, False),
                                                                              (3, 0, True), (1, 1, True)]
     assert on_disk["tries"][1]["why"] == ["retry-delta -7.0 below -5"] and on_disk["band"]["problems"] == 2000
+    assert said[:2] == ["base seed 0: probing on 2000 selection problems",
+                        "base seed 0 rejected (Delta +0.4 outside -5..-1): t1 50.0, Delta +0.4, f 47.0, "
+                        "retry-delta -2.5"]
 
 
 def test_choose_bases_gives_up_with_one_line_saying_what_to_change(tmp_path, monkeypatch):
