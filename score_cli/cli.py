@@ -648,9 +648,12 @@ def repro_cmd(
     from score_cli.ui import announce, eval_progress, stdout, training_progress
 
     setup_logging(False)
-    seed_list = tuple(int(s) for s in seeds.split(",") if s.strip())
-    if len(seed_list) < 1:
-        raise ScoreError("--seeds needs at least one seed, e.g. --seeds 0,1,2")
+    try:
+        seed_list = tuple(int(s) for s in seeds.split(",") if s.strip())
+    except ValueError:
+        raise ScoreError(f"--seeds {seeds!r} is not a comma-separated list of integers, e.g. --seeds 0,1,2") from None
+    if len(seed_list) < 1 or len(set(seed_list)) < len(seed_list):
+        raise ScoreError(f"--seeds {seeds!r} needs at least one seed and no seed twice, e.g. --seeds 0,1,2")
     from score_cli.repro import METHODS
 
     chosen = [m.strip() for m in methods.split(",") if m.strip()] if methods else METHODS  # checked by run_repro

@@ -192,8 +192,10 @@ def test_report_on_malformed_files(tmp_path):
     (["--data-json", "[1]"], "must be a JSON object of toy data fields"),
     (["--data-json", '{"secnd": {"slip": 0.15}}'], "unknown toy data field(s) secnd"),
     (["--base-band", "--one-base"], "--base-band chooses a base per seed"),
+    (["--seeds", "0,x"], "--seeds '0,x' is not a comma-separated list of integers"),
+    (["--seeds", "1,1"], "no seed twice"),
 ])
-def test_repro_refuses_bad_base_options_before_building_anything(tmp_path, monkeypatch, args, match):
+def test_repro_refuses_bad_options_before_building_anything(tmp_path, monkeypatch, args, match):
     monkeypatch.setattr("score_cli.toy_model.train_toy_model",
                         lambda *a, **k: pytest.fail("a base was built before the options were checked"))
     one_line_error(["repro", "--root", tmp_path / "r", *args], match)
