@@ -51,8 +51,9 @@ def ensure_base(root: Path, seed: int = 0, on_step: Callable[[str], None] = lamb
     if (base / RECORD_FILE).exists():
         record = json.loads((base / RECORD_FILE).read_text())
         differs = sorted(k for k in wanted if record.get("data", {}).get(k) != wanted[k])
-        if record.get("seed") != seed or differs:
-            what = f"seed {record.get('seed')}" if record.get("seed") != seed else f"other data ({', '.join(differs)})"
+        other_seed = record.get("seed") != seed
+        if other_seed or differs:
+            what = f"seed {record.get('seed')}" if other_seed else f"other data ({', '.join(differs)})"
             raise ScoreError(f"{base} holds a toy base built with {what}, not the one asked for: remove it or "
                              "use another --root")
         on_step(f"toy base model: reusing {base}")

@@ -138,6 +138,7 @@ def run_repro(root: str = "runs/repro", *, seeds: tuple[int, ...] = (0, 1, 2), b
     def build(path: Path, seed: int) -> Path:
         return ensure_base(path.parent, seed, on_step, data)
 
+    chosen: dict[int, Path] = {}
     selection = None
     if band:
         chosen, selection = choose_bases(out, seeds, band, build, on_step)
@@ -145,7 +146,7 @@ def run_repro(root: str = "runs/repro", *, seeds: tuple[int, ...] = (0, 1, 2), b
     shared = None if base_per_seed else Path(base_dir) if base_dir else ensure_base(out, 0, on_step, data)
     results: dict[str, dict[int, dict]] = {m: {} for m in methods}
     for seed in seeds:
-        base = shared or build(out / f"seed{seed}" / "base", seed)
+        base = shared or chosen.get(seed) or build(out / f"seed{seed}" / "base", seed)
         for method in methods:
             on_step(f"seed {seed}: {method}")
             model = run_method(method, base, out, seed, recipe, steps, callbacks)

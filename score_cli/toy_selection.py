@@ -53,6 +53,14 @@ def selection_problems(n: int) -> list:
     return list(out.values())
 
 
+def write_problems(path: Path, problems) -> Path:
+    """`problems` as the JSONL (question, answer) that `ensure_eval(data=...)` reads, written atomically."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, "".join(json.dumps({"question": p.question, "answer": p.answer}) + "\n"
+                                    for p in problems))
+    return path
+
+
 def is_keep(second: str) -> bool:
     """Whether a second attempt is a one-line keep (only y1's final-answer line, `ToyData.short_copy`)."""
     text = second.strip()
@@ -64,7 +72,9 @@ def retry_quality(samples: Path) -> dict[str, float]:
 
     "retry|R" / "retry|W": how often a second attempt that is not a one-line keep is right after a
     right / wrong y1; "fresh|R" / "fresh|W": how often *another* first attempt at the same problem is
-    right, given this one was right / wrong (over ordered pairs of distinct chains of a problem).
+    right, given this one was right / wrong (over ordered pairs of distinct chains of a problem). Wrong
+    first attempts fall on the harder problems, so an independent retry as good as attempt 1 scores
+    fresh|W there, not t1: retry|W well under fresh|W is a retry weaker than attempt 1.
     "retry-delta" is the Delta of a second attempt that always retries, t1 * (retry|R - 1) + (1 - t1) *
     retry|W: 0 for a retry as good as attempt 1, and the sign of the gradient between "keep" and
     "retry" for a policy that cannot tell a right y1 from a wrong one (a faithful keep's Delta is 0)."""
@@ -122,10 +132,7 @@ def probe_base(base: Path, out: Path, problems: int = 2000) -> dict[str, float]:
     done = out / "probe.json"
     if done.exists():
         return json.loads(done.read_text())
-    data = out / "select.jsonl"
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(data, "".join(json.dumps({"question": p.question, "answer": p.answer}) + "\n"
-                                    for p in selection_problems(problems)))
+    data = write_problems(out / "select.jsonl", selection_problems(problems))
     metrics = ensure_eval(base, out / "eval", data=str(data), limit=problems)
     keys = {"t1": "accuracy@t1", "t2": "accuracy@t2", "delta": "delta(t1,t2)", "i->c": "i->c(t1,t2)",
             "c->i": "c->i(t1,t2)", "f": "fixed|changed(t1,t2)", "changed": "answer_changed(t1,t2)"}
@@ -154,14 +161,15 @@ def choose_bases(root: Path, seeds: Sequence[int], band: BaseBand, build: Callab
             probe = probe_base(base, root / f"seed{seed}" / "base-selection", band.problems)
             why = band.misses(probe)
             tries.append({"seed": seed, "for": requested, "probe": probe, "kept": not why, "why": why})
-            atomic_write_json(root / "base_selection.json", record | {"kept": list(kept) + ([seed] if not why else [])})
+            if not why:
+                kept[seed] = base
+            atomic_write_json(root / "base_selection.json", record | {"kept": list(kept)})
             if not why:
                 on_step(f"base seed {seed} kept: {_summary(probe)}")
-                kept[seed] = base
                 break
             on_step(f"base seed {seed} rejected ({'; '.join(why)}): {_summary(probe)}")
             if attempt + 1 < band.tries_per_seed:
-                seed = max(used | {t["seed"] for t in tries}) + 1
+                seed = max(used) + 1  # every seed requested or tried is in `used`
                 used.add(seed)
         else:
             raise ScoreError(f"no base in the band for seed {requested} after {band.tries_per_seed} tries (see "

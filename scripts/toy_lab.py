@@ -36,6 +36,7 @@ from pathlib import Path
 from score_cli.toy_selection import is_keep as _is_keep
 from score_cli.toy_selection import retry_quality as fresh  # the name the log's commands use
 from score_cli.toy_selection import selection_problems
+from score_cli.toy_selection import write_problems as _write_problems
 
 COLUMNS = (("t1", "accuracy@t1"), ("t2", "accuracy@t2"), ("delta", "delta(t1,t2)"), ("i->c", "i->c(t1,t2)"),
            ("c->i", "c->i(t1,t2)"), ("changed", "answer_changed(t1,t2)"), ("fixed|wrong", "fixed|wrong(t1,t2)"),
@@ -170,13 +171,6 @@ def probe(model: str, seed: int = 0, validation: int = 0, select: int = 0, limit
         row.update(fresh(Path(model) / f"{kind}-eval" / "samples.jsonl"))
     (Path(model) / f"{kind}.json").write_text(json.dumps(row, indent=1))
     return row
-
-
-def _write_problems(path: Path, problems) -> Path:
-    """`problems` as the JSONL (question, answer) that `ensure_eval(data=...)` reads."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(json.dumps({"question": p.question, "answer": p.answer}) + "\n" for p in problems))
-    return path
 
 
 def anatomy(samples: Path) -> dict[str, float]:
