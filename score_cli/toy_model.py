@@ -167,6 +167,12 @@ class ToyData:
     keeping y1 is then a few tokens to get right instead of a whole solution to copy (two attempts
     only).
 
+    With `copy_slip` > 0 a short copy restates y1's answer with one digit wrong at that rate (a lossy
+    keep: the second attempt means to keep y1 and garbles it, whether y1 was right or not). It makes
+    the second attempt worse than the first for a reason RL can remove (keep faithfully) without
+    touching the retry. The slip is drawn from `slip_rng` when given (a stream of its own, so that the
+    conversations are those of the same data without the slip, apart from the slipped answers).
+
     With `noisy_first` that share of the conversations with a second attempt has a y1 written by
     `noisy` (a solver that slips often) and not trained on (its tokens are context, not labels):
     the second attempt, a copy or a new try drawn as always, then follows a y1 whose lines are
@@ -198,13 +204,20 @@ class ToyData:
     short_copy: bool = False
     noisy_first: float = 0.0
     noisy: NoisySolver = NoisySolver(drop=0.1, slip=0.5)
+    copy_slip: float = 0.0
 
     def __post_init__(self) -> None:
         if self.short_copy and self.max_attempts > 2:
             raise ValueError("short_copy works with two attempts only (max_attempts 2)")
+        if self.copy_slip and not self.short_copy:
+            raise ValueError("copy_slip garbles a short copy's answer: it needs short_copy")
+        if not 0.0 <= self.copy_slip <= 1.0:
+            raise ValueError(f"copy_slip is a probability, got {self.copy_slip}")
 
-    def conversation(self, rng: random.Random, problem: tuple[int, str, int] | None = None) -> dict:
-        """One conversation about a random train problem, or about `problem` = (a, op, b)."""
+    def conversation(self, rng: random.Random, problem: tuple[int, str, int] | None = None,
+                     slip_rng: random.Random | None = None) -> dict:
+        """One conversation about a random train problem, or about `problem` = (a, op, b); a short
+        copy's slip (`copy_slip`) is drawn from `slip_rng` when given, else from `rng`."""
         a, op, b = problem or draw_problem(rng, "train")
         y1 = self.first.solve(a, op, b, rng)
         row = {"question": question_text(a, op, b), "answer": answer_of(a, op, b), "y1": y1, "y2": None,
@@ -216,6 +229,9 @@ class ToyData:
                 row["y1"] = y1 = self.noisy.solve(a, op, b, rng)
                 row["y1_trained"] = False
             row["copied"], y2, kept = self._next_attempt(y1, (a, op, b), rng)
+            if row["copied"] and self.copy_slip and (slip_rng or rng).random() < self.copy_slip:
+                y2 = slipped_answer(y2, slip_rng or rng)
+                row["slipped"] = True
             row["y2"] = self._with_review(y1, y2, (a, op, b))
             if kept is not None:
                 row["kept"] = kept
@@ -244,6 +260,17 @@ class ToyData:
         else:
             retry = self.second.solve(*problem, rng)
         return False, (f"{self.retry_marker}\n{retry}" if self.retry_marker else retry), kept
+
+
+def slipped_answer(line: str, rng: random.Random) -> str:
+    """`line` (a final-answer line) with one digit of its answer replaced by another digit (never a
+    leading zero), so that the answer it states is wrong."""
+    start = line.index("$") + 1
+    digits = [i for i in range(start, line.index("$", start)) if line[i].isdigit()]
+    i = rng.choice(digits)
+    lead = i == digits[0] and len(digits) > 1
+    new = rng.choice([d for d in "0123456789" if d != line[i] and not (lead and d == "0")])
+    return line[:i] + new + line[i + 1:]
 
 
 VERIFY_INSTRUCTION = "Is the solution above right?"
@@ -290,8 +317,8 @@ def toy_conversations(n: int, *, seed: int = 0, data: ToyData | None = None) -> 
     """`n` training conversations (train-split problems only; `DEFAULT_DATA`'s unless `data`), the
     same for the same seed."""
     data = data or DEFAULT_DATA
-    rng = random.Random(f"toy-data/{seed}")
-    return [data.conversation(rng) for _ in range(n)]
+    rng, slip_rng = random.Random(f"toy-data/{seed}"), random.Random(f"toy-data-slip/{seed}")
+    return [data.conversation(rng, slip_rng=slip_rng) for _ in range(n)]
 
 
 def conversation_ids(tokenizer, row: dict, instruction: str = TOY_INSTRUCTION) -> tuple[list[int], list[int]]:
@@ -362,11 +389,13 @@ class ToyTraining:
 DEFAULT_TRAINING = ToyTraining(tail_steps=600)
 
 
-def _batches(tokenizer, data: ToyData, rng: random.Random, batch_size: int, pool: int = 8):
+def _batches(tokenizer, data: ToyData, rng: random.Random, batch_size: int, pool: int = 8,
+             slip_rng: random.Random | None = None):
     """Padded training batches, endlessly: `pool` batches' worth of conversations are sorted by
     length and cut into batches (little padding), which are then served in random order."""
     while True:
-        rows = [conversation_ids(tokenizer, data.conversation(rng)) for _ in range(batch_size * pool)]
+        rows = [conversation_ids(tokenizer, data.conversation(rng, slip_rng=slip_rng))
+                for _ in range(batch_size * pool)]
         rows.sort(key=lambda r: len(r[0]))
         chunks = [rows[i : i + batch_size] for i in range(0, len(rows), batch_size)]
         rng.shuffle(chunks)
@@ -415,12 +444,13 @@ def toy_optimizer(model, lr: float, weight_decay: float = 0.01):
 
 def train_on(model, tokenizer, data: ToyData, rng: random.Random, *, steps: int, lr: float,
              weight_decay: float = 0.01, batch_size: int = 16,
-             on_step: Callable[[int, float, int], None] | None = None) -> None:
+             on_step: Callable[[int, float, int], None] | None = None,
+             slip_rng: random.Random | None = None) -> None:
     """`steps` steps on `data`'s conversations at a constant `lr` with a fresh optimiser: the build's
     tail, and any training that continues a built base (`scripts/toy_lab.py extend`).
     `on_step(step, loss, tokens)` is called after each step."""
     opt = toy_optimizer(model, lr, weight_decay)
-    batches = _batches(tokenizer, data, rng, batch_size)
+    batches = _batches(tokenizer, data, rng, batch_size, slip_rng=slip_rng)
     model.train()
     for step in range(1, steps + 1):
         ids, mask, labels = next(batches)
@@ -509,7 +539,8 @@ def _train(
         return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * t))
 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
-    batches = _batches(tokenizer, data, random.Random(f"toy-data/{seed}"), training.batch_size)
+    batches = _batches(tokenizer, data, random.Random(f"toy-data/{seed}"), training.batch_size,
+                       slip_rng=random.Random(f"toy-data-slip/{seed}"))
     clean = _batches(tokenizer, ToyData(first=GOLD, two_turn=0.0), random.Random(f"toy-clean/{seed}"),
                      training.batch_size)
     facts = _fact_batches(tokenizer, random.Random(f"toy-facts/{seed}"), training.batch_size)
@@ -541,7 +572,8 @@ def _train(
     if training.tail_steps:
         train_on(model, tokenizer, data, random.Random(f"toy-tail/{seed}"), steps=training.tail_steps,
                  lr=training.tail_lr, weight_decay=training.weight_decay, batch_size=training.batch_size,
-                 on_step=lambda step, loss, n: after(training.steps + step, loss, n))
+                 on_step=lambda step, loss, n: after(training.steps + step, loss, n),
+                 slip_rng=random.Random(f"toy-tail-slip/{seed}"))
     seconds = time.perf_counter() - t0
     model.eval()
     model.set_attn_implementation(saved_attention)

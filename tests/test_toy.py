@@ -257,6 +257,34 @@ def test_the_default_base_data_keeps_with_a_one_line_restatement_or_retries_from
         assert 0.19 < sum(r["copied"] for r in group) / len(group) < 0.31
 
 
+def test_a_lossy_keep_garbles_one_digit_of_a_share_of_the_copies_whatever_y1_was():
+    """`copy_slip`: that share of the short copies states y1's answer with exactly one digit changed
+    (no leading zero), as often after a right y1 as after a wrong one; every other draw (y1, which
+    attempts are copies, every retry) is the data's without the slip."""
+    plain = toy_conversations(3000, seed=6)
+    lossy = toy_conversations(3000, seed=6, data=toy_model.toy_data({"copy_slip": 0.3}))
+    slipped = {True: [], False: []}  # y1 right -> [slipped] over the copies
+    for p, s in zip(plain, lossy, strict=True):
+        assert (s["y1"], s["copied"]) == (p["y1"], p["copied"])
+        if not s["copied"]:
+            assert s["y2"] == p["y2"] and "slipped" not in s
+            continue
+        slipped[final_answer(s["y1"]) == s["answer"]].append(bool(s.get("slipped")))
+        if s.get("slipped"):
+            was, now = final_answer(p["y2"]), final_answer(s["y2"])
+            assert len(was) == len(now) and sum(a != b for a, b in zip(was, now, strict=True)) == 1
+            assert not now.startswith("0") or len(now) == 1
+            assert s["y2"] == f"The final answer is ${now}$."
+        else:
+            assert s["y2"] == p["y2"]
+    for group in slipped.values():
+        assert len(group) > 150 and 0.24 < sum(group) / len(group) < 0.36
+    with pytest.raises(ValueError, match="needs short_copy"):
+        ToyData(copy_slip=0.2)
+    with pytest.raises(toy_model.ScoreError, match="copy_slip is a probability"):
+        toy_model.toy_data({"copy_slip": 1.5})
+
+
 def test_a_base_built_without_a_recipe_records_the_default_data_and_training(tmp_path, monkeypatch):
     small = ToyTraining(hidden=16, layers=1, heads=2, steps=2, batch_size=4, warmup=1, clean_steps=1, tail_steps=1)
     monkeypatch.setattr(toy_model, "DEFAULT_TRAINING", small)
