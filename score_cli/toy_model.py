@@ -169,9 +169,10 @@ class ToyData:
 
     With `copy_slip` > 0 a short copy restates y1's answer with one digit wrong at that rate (a lossy
     keep: the second attempt means to keep y1 and garbles it, whether y1 was right or not). It makes
-    the second attempt worse than the first for a reason RL can remove (keep faithfully) without
-    touching the retry. The slip is drawn from `slip_rng` when given (a stream of its own, so that the
-    conversations are those of the same data without the slip, apart from the slipped answers).
+    the second attempt worse than the first for a reason RL can remove without touching the retry
+    (in the toy world's runs RL removes it by no longer keeping at all; docs/experiments.md, section
+    24). The slip is drawn from `slip_rng` when given (a stream of its own, so that the conversations
+    are those of the same data without the slip, apart from the slipped answers).
 
     With `noisy_first` that share of the conversations with a second attempt has a y1 written by
     `noisy` (a solver that slips often) and not trained on (its tokens are context, not labels):
@@ -229,8 +230,9 @@ class ToyData:
                 row["y1"] = y1 = self.noisy.solve(a, op, b, rng)
                 row["y1_trained"] = False
             row["copied"], y2, kept = self._next_attempt(y1, (a, op, b), rng)
-            if row["copied"] and self.copy_slip and (slip_rng or rng).random() < self.copy_slip:
-                y2 = slipped_answer(y2, slip_rng or rng)
+            side = slip_rng or rng
+            if row["copied"] and self.copy_slip and side.random() < self.copy_slip:
+                y2 = slipped_answer(y2, side)
                 row["slipped"] = True
             row["y2"] = self._with_review(y1, y2, (a, op, b))
             if kept is not None:
@@ -287,8 +289,8 @@ def verdict(solution: str, gold: str) -> str:
 # restatement of its answer, one in five of which gets a digit wrong (`copy_slip`), the rest are a
 # fresh try from scratch by a solver that slips a little less than the first (slip 0.13 against
 # 0.15). The retry the base learns leans on y1 and ends about as good as a fresh first attempt; the
-# garbled keeps put attempt 2 under attempt 1 (Delta -3 to -4 on the selection problems at seeds
-# 0-2), as in the paper's base models, for a reason RL can remove without weakening the retry.
+# garbled keeps put attempt 2 under attempt 1 (Delta -3.0 to -4.3 on the selection problems at
+# seeds 0-2), as in the paper's base models, for a reason RL can remove without weakening the retry.
 # Whether the second attempt keeps, garbles or retries never depends on whether y1 was right.
 # `{"copy_slip": 0}` (`score repro --data-json`) is the previous release's base data.
 DEFAULT_DATA = ToyData(second=NoisySolver(drop=0.1, slip=0.13), copy=0.25, two_turn=0.7, keep_prefix=False,
