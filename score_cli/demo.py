@@ -45,12 +45,15 @@ def ensure_base(root: Path, seed: int = 0, on_step: Callable[[str], None] = lamb
     import json
     from dataclasses import asdict
 
-    from score_cli.toy_model import DEFAULT_DATA, RECORD_FILE, train_toy_model
+    from score_cli.toy_model import DEFAULT_DATA, RECORD_FILE, ToyData, train_toy_model
 
     base, wanted = root / "base", asdict(data or DEFAULT_DATA)
     if (base / RECORD_FILE).exists():
         record = json.loads((base / RECORD_FILE).read_text())
-        differs = sorted(k for k in wanted if record.get("data", {}).get(k) != wanted[k])
+        # A field added after the base was built is missing from its record; its class default is
+        # what the code then did (every new field's default keeps the old data), so it counts as that.
+        recorded = {**asdict(ToyData()), **record["data"]} if "data" in record else {}
+        differs = sorted(k for k in wanted if recorded.get(k) != wanted[k])
         other_seed = record.get("seed") != seed
         if other_seed or differs:
             what = f"seed {record.get('seed')}" if other_seed else f"other data ({', '.join(differs)})"

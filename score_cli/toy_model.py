@@ -174,6 +174,17 @@ class ToyData:
     24). The slip is drawn from `slip_rng` when given (a stream of its own, so that the conversations
     are those of the same data without the slip, apart from the slipped answers).
 
+    With `recheck` > 0 that share of the new tries (not of the copies) goes on after its answer
+    with a comparison against y1's answer (`compare_answers`): "Compare:", the two answers side by
+    side, one line per digit, right to left, in the solver's own subtraction form ("7-7=0", "13-8=5": a digit of the new
+    answer minus y1's, so equal digits give 0), then "same" (the attempt ends: its answer, the new
+    try's, is y1's) or "differ" and a third solution by `second`, whose answer is the attempt's. A
+    person who redoes a problem and gets another answer works it once more, and the third answer
+    breaks the tie. What the attempt does is decided by what is written (the two answers), never by
+    whether y1 is right, and a redo after a right y1 is broken only when both new solutions slip.
+    Drawn from the side stream (`slip_rng`), so that y1, the copies and the first new tries are
+    those of the data without it.
+
     With `noisy_first` that share of the conversations with a second attempt has a y1 written by
     `noisy` (a solver that slips often) and not trained on (its tokens are context, not labels):
     the second attempt, a copy or a new try drawn as always, then follows a y1 whose lines are
@@ -206,6 +217,7 @@ class ToyData:
     noisy_first: float = 0.0
     noisy: NoisySolver = NoisySolver(drop=0.1, slip=0.5)
     copy_slip: float = 0.0
+    recheck: float = 0.0
 
     def __post_init__(self) -> None:
         if self.short_copy and self.max_attempts > 2:
@@ -214,6 +226,10 @@ class ToyData:
             raise ValueError("copy_slip garbles a short copy's answer: it needs short_copy")
         if not 0.0 <= self.copy_slip <= 1.0:
             raise ValueError(f"copy_slip is a probability, got {self.copy_slip}")
+        if not 0.0 <= self.recheck <= 1.0:
+            raise ValueError(f"recheck is a probability, got {self.recheck}")
+        if self.recheck and (self.max_attempts > 2 or self.review or self.retry_marker):
+            raise ValueError("recheck works with two attempts, no review and no retry_marker")
 
     def conversation(self, rng: random.Random, problem: tuple[int, str, int] | None = None,
                      slip_rng: random.Random | None = None) -> dict:
@@ -234,6 +250,8 @@ class ToyData:
             if row["copied"] and self.copy_slip and side.random() < self.copy_slip:
                 y2 = slipped_answer(y2, side)
                 row["slipped"] = True
+            if not row["copied"] and self.recheck and side.random() < self.recheck:
+                y2, row["rechecked"] = self._rechecked(y1, y2, (a, op, b), side)
             row["y2"] = self._with_review(y1, y2, (a, op, b))
             if kept is not None:
                 row["kept"] = kept
@@ -243,6 +261,14 @@ class ToyData:
                     previous, last = last, self._next_attempt(last, (a, op, b), rng)[1]
                     row["more"].append(self._with_review(previous, last, (a, op, b)))
         return row
+
+    def _rechecked(self, y1: str, retry: str, problem: tuple[int, str, int], rng: random.Random) -> tuple[str, str]:
+        """(`retry` followed by its comparison with y1 and, when the answers differ, a third
+        solution; "same" or "differ")."""
+        block = compare_answers(stated_answer(retry), stated_answer(y1))
+        if block.endswith("same"):
+            return f"{retry}\n{block}", "same"
+        return f"{retry}\n{block}\n{self.second.solve(*problem, rng)}", "differ"
 
     def _with_review(self, previous: str, attempt: str, problem: tuple[int, str, int]) -> str:
         """`attempt`, opened with the check of `previous` when `review` is on."""
@@ -273,6 +299,27 @@ def slipped_answer(line: str, rng: random.Random) -> str:
     lead = i == digits[0] and len(digits) > 1
     new = rng.choice([d for d in "0123456789" if d != line[i] and not (lead and d == "0")])
     return line[:i] + new + line[i + 1:]
+
+
+def stated_answer(solution: str) -> str:
+    """The answer a worked toy solution states on its last line ("The final answer is $628$.")."""
+    last = solution.splitlines()[-1]
+    start = last.index("$") + 1
+    return last[start:last.index("$", start)]
+
+
+def compare_answers(new: str, old: str) -> str:
+    """"Compare:", the two answers side by side ("629 628": y1's restated next to the new one, so that
+    the digits compared are a few characters apart, not a whole attempt), a line per digit, right to
+    left, zero-padded (a digit of `new` minus `old`'s, borrowing ten when it is smaller, as the solver
+    writes a column, so the result is 0 exactly when the digits are equal), then "same" or "differ"."""
+    width = max(len(new), len(old))
+    lines = ["Compare:", f"{new} {old}"]
+    for x, y in zip(map(int, new.zfill(width)[::-1]), map(int, old.zfill(width)[::-1]), strict=True):
+        top = x if x >= y else x + 10
+        lines.append(f"{top}-{y}={top - y}")
+    lines.append("same" if new.zfill(width) == old.zfill(width) else "differ")
+    return "\n".join(lines)
 
 
 VERIFY_INSTRUCTION = "Is the solution above right?"

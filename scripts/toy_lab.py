@@ -220,6 +220,37 @@ def modes(samples: Path, marker: str = "Redo:") -> dict[str, tuple[float, float]
     return {k: (v[0] / total[k[0]], v[1] / v[0]) for k, v in sorted(cells.items())}
 
 
+def rechecks(samples: Path) -> dict[str, str]:
+    """How a base with `ToyData.recheck` uses its comparison, split by y1 right (R) or wrong (W):
+    the share of second attempts that compare ("cmp"), of those the share whose verdict is the true
+    one for the answers written ("ok": "same" exactly when the new answer is y1's), and how often
+    attempt 2 is right after "same" and after "differ" (with the counts)."""
+    from score_cli.math_grader import extract_answer
+    from score_cli.toy_model import stated_answer
+
+    cells: dict[str, list[int]] = {}
+
+    def add(key: str, hit: bool) -> None:
+        cells.setdefault(key, [0, 0])
+        cells[key][0] += hit
+        cells[key][1] += 1
+    for line in samples.read_text().splitlines():
+        for a, b in json.loads(line)["chains"]:
+            side = "R" if a["correct"] else "W"
+            head, found, rest = b["text"].partition("\nCompare:\n")
+            add(f"cmp|{side}", bool(found))
+            if not found:
+                continue
+            verdict = next((x for x in rest.splitlines() if x in ("same", "differ")), None)
+            try:
+                truth = "same" if stated_answer(head) == extract_answer(a["text"]) else "differ"
+            except ValueError:
+                truth = None
+            add(f"ok|{side}", verdict == truth)
+            add(f"right|{side},{verdict}", b["correct"])
+    return {k: f"{100 * h / n:.1f}% ({n})" for k, (h, n) in sorted(cells.items())}
+
+
 def imitator(data: dict, n: int = 20000, seed: int = 0) -> dict[str, float]:
     """What a perfect imitator of `data` (ToyData fields, as `build --data`) would score: `n` of its
     conversations with a second attempt, graded by the toy task like a probe (t1, t2, delta, chg|R,
@@ -602,6 +633,9 @@ def _steps(text: str) -> tuple[int, ...]:
 
 def main(argv: list[str]) -> None:
     ap = argparse.ArgumentParser()
+    ap.add_argument("--eval-tokens", type=int, default=0,
+                    help="new tokens per attempt in probes and evaluations (default: make demo's); a base "
+                         "whose second attempts are longer, e.g. with recheck, needs about 192")
     sub = ap.add_subparsers(dest="cmd", required=True)
     b = sub.add_parser("build")
     b.add_argument("out")
@@ -645,6 +679,8 @@ def main(argv: list[str]) -> None:
     c.add_argument("--data", default="{}")
     c.add_argument("--training", default="{}")
     c.add_argument("--every", type=int, default=200)
+    rc = sub.add_parser("rechecks")
+    rc.add_argument("samples", nargs="+", help="samples.jsonl files of two-attempt evaluations")
     dc = sub.add_parser("decisions")
     dc.add_argument("samples", nargs="+", help="samples.jsonl files of reviewed two-attempt evaluations")
     v = sub.add_parser("verify")
@@ -676,6 +712,16 @@ def main(argv: list[str]) -> None:
     r.add_argument("--validation", type=int, default=0,
                    help="hold out this many training problems from every run and probe on them, not on the test split")
     args = ap.parse_args(argv)
+    if args.eval_tokens:
+        from dataclasses import replace
+
+        from score_cli import demo
+
+        demo.TOY_EVAL["decoding"] = replace(demo.TOY_EVAL["decoding"], max_new_tokens=args.eval_tokens)
+    if args.cmd == "rechecks":
+        for path in args.samples:
+            print(path, " ".join(f"{k} {v}" for k, v in rechecks(Path(path)).items()))
+        return None
     if args.cmd == "curve":
         return curve(args.out, args.seed, json.loads(args.data), json.loads(args.training), args.every)
     if args.cmd == "decisions":

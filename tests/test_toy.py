@@ -286,6 +286,48 @@ def test_a_lossy_keep_garbles_one_digit_of_a_share_of_the_copies_whatever_y1_was
         toy_model.toy_data({"copy_slip": 1.5})
 
 
+def test_a_recheck_compares_the_new_answer_with_y1s_and_works_the_problem_once_more_when_they_differ():
+    """`recheck`: that share of the new tries goes on with a digit-by-digit comparison of the two
+    stated answers, ends at "same", and after "differ" adds a third solution whose answer is the
+    attempt's; which tries are rechecked never depends on y1 being right, and the main stream's
+    draws (y1, copies, the first new try) are the data's without the option."""
+    assert toy_model.compare_answers("730", "720") == "Compare:\n730 720\n0-0=0\n3-2=1\n7-7=0\ndiffer"
+    assert toy_model.compare_answers("54", "154") == "Compare:\n54 154\n4-4=0\n5-5=0\n10-1=9\ndiffer"
+    assert toy_model.compare_answers("7", "7") == "Compare:\n7 7\n7-7=0\nsame"
+    plain = toy_conversations(3000, seed=4, data=toy_model.toy_data({"copy_slip": 0.0}))
+    checked = toy_conversations(3000, seed=4, data=toy_model.toy_data({"copy_slip": 0.0, "recheck": 0.5}))
+    share = {True: [], False: []}  # y1 right -> [rechecked] over the new tries
+    verdicts = set()
+    for p, c in zip(plain, checked, strict=True):
+        assert (c["y1"], c["copied"]) == (p["y1"], p["copied"])
+        if not c["copied"] and c["y2"] is not None:
+            share[final_answer(c["y1"]) == c["answer"]].append("rechecked" in c)
+        if "rechecked" not in c:
+            assert c["y2"] == p["y2"]
+            continue
+        verdicts.add(c["rechecked"])
+        retry, rest = c["y2"].split("\nCompare:\n", 1)
+        assert retry == p["y2"]
+        new, old = final_answer(retry), final_answer(c["y1"])
+        pair, *lines = rest.splitlines()
+        assert pair == f"{new} {old}"
+        width = max(len(new), len(old))
+        assert len(lines) >= width + 1 and lines[width] == ("same" if new == old else "differ")
+        assert all(line.endswith("=0") == (a == b) for line, a, b in
+                   zip(lines[:width], new.zfill(width)[::-1], old.zfill(width)[::-1], strict=True))
+        if new == old:
+            assert len(lines) == width + 1 and final_answer(c["y2"]) == new
+        else:
+            assert lines[-1].startswith("The final answer is $") and len(lines) > width + 2
+    assert verdicts == {"same", "differ"}
+    for group in share.values():
+        assert len(group) > 300 and 0.43 < sum(group) / len(group) < 0.57
+    with pytest.raises(toy_model.ScoreError, match="recheck is a probability"):
+        toy_model.toy_data({"recheck": -0.1})
+    with pytest.raises(ValueError, match="recheck works with two attempts"):
+        ToyData(recheck=0.3, review=True)
+
+
 def test_a_base_built_without_a_recipe_records_the_default_data_and_training(tmp_path, monkeypatch):
     small = ToyTraining(hidden=16, layers=1, heads=2, steps=2, batch_size=4, warmup=1, clean_steps=1, tail_steps=1)
     monkeypatch.setattr(toy_model, "DEFAULT_TRAINING", small)

@@ -109,6 +109,12 @@ def test_ensure_base_refuses_a_base_built_from_another_seed_or_data(tmp_path):
         ensure_base(tmp_path, 2)
     with pytest.raises(ScoreError, match=r"built with other data \(second\)"):
         ensure_base(tmp_path, 1, data=toy_data({"second": {"slip": 0.15}}))
+    # a base recorded before a field existed (here recheck) matches when the field is at its default
+    older = {k: v for k, v in asdict(DEFAULT_DATA).items() if k != "recheck"}
+    (tmp_path / "base" / RECORD_FILE).write_text(json.dumps({"seed": 1, "data": older}))
+    assert ensure_base(tmp_path, 1) == tmp_path / "base"
+    with pytest.raises(ScoreError, match=r"built with other data \(recheck\)"):
+        ensure_base(tmp_path, 1, data=toy_data({"recheck": 0.3}))
 
 
 def test_toy_data_overrides_the_default_and_names_what_it_cannot_use():
