@@ -224,7 +224,8 @@ def rechecks(samples: Path) -> dict[str, str]:
     """How a base with `ToyData.recheck` uses its comparison, split by y1 right (R) or wrong (W):
     the share of second attempts that compare ("cmp"), of those the share whose verdict is the true
     one for the answers written ("ok": "same" exactly when the new answer is y1's), and how often
-    attempt 2 is right after "same" and after "differ" (with the counts)."""
+    attempt 2 is right after "same" and after "differ", and by kind of second attempt (a one-line
+    keep, a recheck, a plain retry), with the counts."""
     from score_cli.math_grader import extract_answer
     from score_cli.toy_model import stated_answer
 
@@ -239,6 +240,8 @@ def rechecks(samples: Path) -> dict[str, str]:
             side = "R" if a["correct"] else "W"
             head, found, rest = b["text"].partition("\nCompare:\n")
             add(f"cmp|{side}", bool(found))
+            kind = "recheck" if found else "keep" if len(b["text"].splitlines()) == 1 else "retry"
+            add(f"by kind|{side},{kind}", b["correct"])
             if not found:
                 continue
             verdict = next((x for x in rest.splitlines() if x in ("same", "differ")), None)
