@@ -225,7 +225,8 @@ def rechecks(samples: Path) -> dict[str, str]:
     the share of second attempts that compare ("cmp"), of those the share whose verdict is the true
     one for the answers written ("ok": "same" exactly when the new answer is y1's), and how often
     attempt 2 is right after "same" and after "differ", and by kind of second attempt (a one-line
-    keep, a recheck, a plain retry), with the counts."""
+    keep, a recheck, a plain retry), with the counts. The "step:" cells follow the comparison one
+    step at a time (`_recheck_steps`), to say where it goes wrong."""
     from score_cli.math_grader import extract_answer
     from score_cli.toy_model import stated_answer
 
@@ -251,7 +252,34 @@ def rechecks(samples: Path) -> dict[str, str]:
                 truth = None
             add(f"ok|{side}", verdict == truth)
             add(f"right|{side},{verdict}", b["correct"])
+            _recheck_steps(head, rest, extract_answer(a["text"]), add)
     return {k: f"{100 * h / n:.1f}% ({n})" for k, (h, n) in sorted(cells.items())}
+
+
+def _recheck_steps(head: str, rest: str, y1_answer: str | None, add) -> None:
+    """Each step of a sampled comparison against what it should be given the steps before it:
+    the pair line restating the new answer and y1's, the digit lines given the pair as written, and
+    the verdict given the digit lines as written (any nonzero result: "differ")."""
+    from score_cli.toy_model import compare_answers, stated_answer
+
+    lines = rest.splitlines()
+    pair = lines[0].split(" ") if lines else []
+    if len(pair) != 2:
+        return
+    try:
+        add("step: pair, new answer", pair[0] == stated_answer(head))
+    except ValueError:
+        pass
+    add("step: pair, y1's answer", pair[1] == y1_answer)
+    if not (pair[0].isdigit() and pair[1].isdigit()):
+        return
+    digits = compare_answers(pair[0], pair[1]).splitlines()[2:-1]
+    add("step: digit lines given the pair", lines[1:len(digits) + 1] == digits)
+    written = [x for x in lines[1:] if "=" in x][:len(digits)]
+    verdict = next((x for x in lines if x in ("same", "differ")), None)
+    if written:
+        follows = "same" if all(x.endswith("=0") for x in written) else "differ"
+        add("step: verdict given the digit lines", verdict == follows)
 
 
 def imitator(data: dict, n: int = 20000, seed: int = 0) -> dict[str, float]:
