@@ -369,8 +369,15 @@ def toy_conversations(n: int, *, seed: int = 0, data: ToyData | None = None) -> 
     """`n` training conversations (train-split problems only; `DEFAULT_DATA`'s unless `data`), the
     same for the same seed."""
     data = data or DEFAULT_DATA
-    rng, slip_rng = random.Random(f"toy-data/{seed}"), random.Random(f"toy-data-slip/{seed}")
+    rng, slip_rng = data_streams("toy-data", seed)
     return [data.conversation(rng, slip_rng=slip_rng) for _ in range(n)]
+
+
+def data_streams(name: str, seed: int) -> tuple[random.Random, random.Random]:
+    """The main and the side random stream of a run of conversations (`ToyData.conversation`'s rng
+    and slip_rng): the side one draws only what later options added (the lossy keep, the recheck),
+    so that turning them on leaves every main-stream draw as it was."""
+    return random.Random(f"{name}/{seed}"), random.Random(f"{name}-slip/{seed}")
 
 
 def conversation_ids(tokenizer, row: dict, instruction: str = TOY_INSTRUCTION) -> tuple[list[int], list[int]]:
@@ -591,8 +598,8 @@ def _train(
         return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * t))
 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
-    batches = _batches(tokenizer, data, random.Random(f"toy-data/{seed}"), training.batch_size,
-                       slip_rng=random.Random(f"toy-data-slip/{seed}"))
+    main, side = data_streams("toy-data", seed)
+    batches = _batches(tokenizer, data, main, training.batch_size, slip_rng=side)
     clean = _batches(tokenizer, ToyData(first=GOLD, two_turn=0.0), random.Random(f"toy-clean/{seed}"),
                      training.batch_size)
     facts = _fact_batches(tokenizer, random.Random(f"toy-facts/{seed}"), training.batch_size)
@@ -622,10 +629,10 @@ def _train(
         sched.step()
         after(step, loss, int(mask.sum()))
     if training.tail_steps:
-        train_on(model, tokenizer, data, random.Random(f"toy-tail/{seed}"), steps=training.tail_steps,
+        main, side = data_streams("toy-tail", seed)
+        train_on(model, tokenizer, data, main, steps=training.tail_steps,
                  lr=training.tail_lr, weight_decay=training.weight_decay, batch_size=training.batch_size,
-                 on_step=lambda step, loss, n: after(training.steps + step, loss, n),
-                 slip_rng=random.Random(f"toy-tail-slip/{seed}"))
+                 on_step=lambda step, loss, n: after(training.steps + step, loss, n), slip_rng=side)
     seconds = time.perf_counter() - t0
     model.eval()
     model.set_attn_implementation(saved_attention)
