@@ -290,11 +290,16 @@ class ToyData:
         return False, (f"{self.retry_marker}\n{retry}" if self.retry_marker else retry), kept
 
 
+def _answer_span(line: str) -> tuple[int, int]:
+    """Where the answer sits in a final-answer line ("The final answer is $628$."): between its `$`s."""
+    start = line.index("$") + 1
+    return start, line.index("$", start)
+
+
 def slipped_answer(line: str, rng: random.Random) -> str:
     """`line` (a final-answer line) with one digit of its answer replaced by another digit (never a
     leading zero), so that the answer it states is wrong."""
-    start = line.index("$") + 1
-    digits = [i for i in range(start, line.index("$", start)) if line[i].isdigit()]
+    digits = [i for i in range(*_answer_span(line)) if line[i].isdigit()]
     i = rng.choice(digits)
     lead = i == digits[0] and len(digits) > 1
     new = rng.choice([d for d in "0123456789" if d != line[i] and not (lead and d == "0")])
@@ -304,8 +309,8 @@ def slipped_answer(line: str, rng: random.Random) -> str:
 def stated_answer(solution: str) -> str:
     """The answer a worked toy solution states on its last line ("The final answer is $628$.")."""
     last = solution.splitlines()[-1]
-    start = last.index("$") + 1
-    return last[start:last.index("$", start)]
+    start, end = _answer_span(last)
+    return last[start:end]
 
 
 def compare_answers(new: str, old: str) -> str:
@@ -314,11 +319,12 @@ def compare_answers(new: str, old: str) -> str:
     left, zero-padded (a digit of `new` minus `old`'s, borrowing ten when it is smaller, as the solver
     writes a column, so the result is 0 exactly when the digits are equal), then "same" or "differ"."""
     width = max(len(new), len(old))
+    padded_new, padded_old = new.zfill(width), old.zfill(width)
     lines = ["Compare:", f"{new} {old}"]
-    for x, y in zip(map(int, new.zfill(width)[::-1]), map(int, old.zfill(width)[::-1]), strict=True):
+    for x, y in zip(map(int, padded_new[::-1]), map(int, padded_old[::-1]), strict=True):
         top = x if x >= y else x + 10
         lines.append(f"{top}-{y}={top - y}")
-    lines.append("same" if new.zfill(width) == old.zfill(width) else "differ")
+    lines.append("same" if padded_new == padded_old else "differ")
     return "\n".join(lines)
 
 

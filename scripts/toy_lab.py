@@ -246,37 +246,36 @@ def rechecks(samples: Path) -> dict[str, str]:
             if not found:
                 continue
             verdict = next((x for x in rest.splitlines() if x in ("same", "differ")), None)
+            y1_answer = extract_answer(a["text"])
             try:
-                truth = "same" if stated_answer(head) == extract_answer(a["text"]) else "differ"
-            except ValueError:
-                truth = None
+                new_answer = stated_answer(head)
+            except ValueError:  # the new try ended without a final-answer line
+                new_answer = None
+            truth = None if new_answer is None else "same" if new_answer == y1_answer else "differ"
             add(f"ok|{side}", verdict == truth)
             add(f"right|{side},{verdict}", b["correct"])
-            _recheck_steps(head, rest, extract_answer(a["text"]), add)
+            _recheck_steps(rest.splitlines(), new_answer, y1_answer, verdict, add)
     return {k: f"{100 * h / n:.1f}% ({n})" for k, (h, n) in sorted(cells.items())}
 
 
-def _recheck_steps(head: str, rest: str, y1_answer: str | None, add) -> None:
-    """Each step of a sampled comparison against what it should be given the steps before it:
-    the pair line restating the new answer and y1's, the digit lines given the pair as written, and
-    the verdict given the digit lines as written (any nonzero result: "differ")."""
-    from score_cli.toy_model import compare_answers, stated_answer
+def _recheck_steps(lines: list[str], new_answer: str | None, y1_answer: str | None, verdict: str | None,
+                   add) -> None:
+    """Each step of a sampled comparison (`lines`, after "Compare:") against what it should be given
+    the steps before it: the pair line restating the new answer and y1's, the digit lines given the
+    pair as written, and the verdict given the digit lines as written (any nonzero result: "differ")."""
+    from score_cli.toy_model import compare_answers
 
-    lines = rest.splitlines()
     pair = lines[0].split(" ") if lines else []
     if len(pair) != 2:
         return
-    try:
-        add("step: pair, new answer", pair[0] == stated_answer(head))
-    except ValueError:
-        pass
+    if new_answer is not None:
+        add("step: pair, new answer", pair[0] == new_answer)
     add("step: pair, y1's answer", pair[1] == y1_answer)
     if not (pair[0].isdigit() and pair[1].isdigit()):
         return
     digits = compare_answers(pair[0], pair[1]).splitlines()[2:-1]
     add("step: digit lines given the pair", lines[1:len(digits) + 1] == digits)
     written = [x for x in lines[1:] if "=" in x][:len(digits)]
-    verdict = next((x for x in lines if x in ("same", "differ")), None)
     if written:
         follows = "same" if all(x.endswith("=0") for x in written) else "differ"
         add("step: verdict given the digit lines", verdict == follows)
