@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -11,6 +13,26 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 torch.set_num_threads(1)  # tiny models: one thread is as fast, and immune to CPU contention
+
+
+def write_jsonl(path: Path, rows) -> Path:
+    """Write `rows` as JSON Lines, the format of every --data file; returns `path`."""
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+@pytest.fixture
+def jsonl():
+    """`jsonl(path, rows)`: write a JSON Lines file (see `write_jsonl`)."""
+    return write_jsonl
+
+
+@pytest.fixture
+def doubling_data(tmp_path):
+    """`doubling_data(n)`: a --data file of n problems "What is i+i?" (answer 2i), a task a tiny model trains on."""
+    def make(n: int, name: str = "train.jsonl") -> Path:
+        return write_jsonl(tmp_path / name, [{"problem": f"What is {i}+{i}?", "answer": str(2 * i)} for i in range(n)])
+    return make
 
 
 @pytest.fixture(scope="session")

@@ -20,11 +20,8 @@ FAST = ["--max-attempt-length", "6", "--num-generations", "2", "--per-device-tra
 
 
 @pytest.fixture
-def data_file(tmp_path):
-    path = tmp_path / "train.jsonl"
-    path.write_text("".join(json.dumps({"problem": f"What is {i}+{i}?", "answer": str(2 * i)}) + "\n"
-                            for i in range(6)))
-    return path
+def data_file(doubling_data):
+    return doubling_data(6)
 
 
 @pytest.fixture

@@ -41,11 +41,9 @@ GOLD = {"What is 17+25?": "42", "What is 9*9?": "81", "What is 100-1?": "99"}
 
 
 @pytest.fixture
-def data_file(tmp_path):
-    path = tmp_path / "bare.jsonl"
-    path.write_text("".join(json.dumps({"id": f"q{i}", "problem": q, "answer": a}) + "\n"
-                            for i, (q, a) in enumerate(GOLD.items())))
-    return path
+def data_file(tmp_path, jsonl):
+    return jsonl(tmp_path / "bare.jsonl", [{"id": f"q{i}", "problem": q, "answer": a}
+                                           for i, (q, a) in enumerate(GOLD.items())])
 
 
 def one_line(result, *match):

@@ -78,12 +78,11 @@ def test_missing_shard_and_no_complete_checkpoint(run_dir, caplog):
     assert "starts from step 0" in warning
 
 
-def test_resume_after_a_truncated_model_file_uses_the_previous_checkpoint(tmp_path, tiny_model_dir, caplog):
+def test_resume_after_a_truncated_model_file_uses_the_previous_checkpoint(tmp_path, tiny_model_dir, caplog,
+                                                                          doubling_data):
     """Real checkpoints written by training pass the checks; cutting the newest one's weights short
     makes --resume continue from the one before."""
-    data = tmp_path / "train.jsonl"
-    data.write_text("".join(json.dumps({"problem": f"What is {i}+{i}?", "answer": str(2 * i)}) + "\n"
-                            for i in range(8)))
+    data = doubling_data(8)
     out = tmp_path / "run"
     args = ["stage1", "--model", str(tiny_model_dir), "--data", str(data), "--output-dir", str(out),
             "--max-attempt-length", "4", "--num-generations", "2", "--per-device-train-batch-size", "4",

@@ -3,8 +3,6 @@ solutions pass, all `pass` stubs fail, early exits never count), prompts and loa
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
 from score_cli.errors import ScoreError
@@ -312,11 +310,10 @@ def test_mbpp_rows_from_the_hub_become_problems(monkeypatch):
     assert all(g.correct for g in grades)
 
 
-def test_humaneval_from_a_data_file(tmp_path, humaneval):
+def test_humaneval_from_a_data_file(tmp_path, humaneval, jsonl):
     """--data with --bench humaneval: rows with only the prompt and the tests still grade."""
     rows = [{"problem": p.meta["prompt"], "answer": p.answer} for p in list(humaneval.values())[:3]]
-    path = tmp_path / "he.jsonl"
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    path = jsonl(tmp_path / "he.jsonl", rows)
     task, problems = load_task("humaneval", data=str(path))
     assert isinstance(task, CodeTask) and problems[0].meta == {}
     sols = [p.meta["canonical_solution"] for p in list(humaneval.values())[:3]]

@@ -42,10 +42,9 @@ def test_code_reward_per_attempt_in_the_trainer(tmp_path, tiny_model_dir, script
     assert trainer._attempt_rewards[:, 1].tolist() == [1.0, 0.0, 1.0, 1.0]
 
 
-def test_stage1_trains_on_a_local_mbpp_file(tmp_path, tiny_model_dir):
+def test_stage1_trains_on_a_local_mbpp_file(tmp_path, tiny_model_dir, jsonl):
     stage = "stage1"
-    data = tmp_path / "mbpp.jsonl"
-    data.write_text("".join(json.dumps(r) + "\n" for r in ROWS))
+    data = jsonl(tmp_path / "mbpp.jsonl", ROWS)
     out = tmp_path / "s1"
     r = CliRunner().invoke(app, [stage, "--model", str(tiny_model_dir), "--bench", "mbpp", "--data", str(data),
                                  "--output-dir", str(out), "--max-steps", "1", "--max-attempt-length", "8",

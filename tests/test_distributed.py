@@ -50,10 +50,8 @@ def test_advantages_gathered_across_processes(tmp_path, tiny_model_dir, stage, t
     assert [x[-1] for x in b["advantages"]] == pytest.approx(want)
 
 
-def test_stage1_and_eval_on_two_processes(tmp_path, tiny_model_dir):
-    data = tmp_path / "d.jsonl"
-    data.write_text("".join(json.dumps({"problem": f"What is {i}+{i}?", "answer": str(2 * i)}) + "\n"
-                            for i in range(10)))
+def test_stage1_and_eval_on_two_processes(tmp_path, tiny_model_dir, doubling_data):
+    data = doubling_data(10)
     out = tmp_path / "s1"
     launch("-m", "score_cli", "stage1", "--model", tiny_model_dir, "--data", data, "--output-dir", out,
            "--max-steps", 2, "--max-attempt-length", 4, "--num-generations", 4, "--per-device-train-batch-size", 2,

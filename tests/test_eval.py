@@ -30,11 +30,9 @@ SCRIPT = {q: [a1, a2] for q, (_, a1, a2) in PROBLEMS.items()}
 
 
 @pytest.fixture
-def data_file(tmp_path):
-    path = tmp_path / "problems.jsonl"
-    path.write_text("".join(json.dumps({"id": f"p{i}", "problem": q, "answer": g}) + "\n"
-                            for i, (q, (g, _, _)) in enumerate(PROBLEMS.items())))
-    return path
+def data_file(tmp_path, jsonl):
+    return jsonl(tmp_path / "problems.jsonl", [{"id": f"p{i}", "problem": q, "answer": g}
+                                               for i, (q, (g, _, _)) in enumerate(PROBLEMS.items())])
 
 
 def run(cfg, tok, gen):

@@ -40,11 +40,9 @@ runner = CliRunner()
 
 
 @pytest.fixture
-def data_file(tmp_path):
-    path = tmp_path / "problems.jsonl"
-    path.write_text("".join(json.dumps({"id": f"p{i}", "problem": q, "answer": g}) + "\n"
-                            for i, (q, (g, _, _)) in enumerate(PROBLEMS.items())))
-    return path
+def data_file(tmp_path, jsonl):
+    return jsonl(tmp_path / "problems.jsonl", [{"id": f"p{i}", "problem": q, "answer": g}
+                                               for i, (q, (g, _, _)) in enumerate(PROBLEMS.items())])
 
 
 def scripted_config(data_file, out, **kw):

@@ -20,9 +20,8 @@ FAST = ["--max-attempt-length", "6", "--num-generations", "2", "--per-device-tra
         "--report-to", "none", "--save-strategy", "no", "--max-steps", "2", "--lora-r", "4"]
 
 
-def test_lora_stage1_stage2_export(tmp_path, tiny_model_dir):
-    data = tmp_path / "d.jsonl"
-    data.write_text("".join(json.dumps({"problem": f"{i}+1?", "answer": str(i + 1)}) + "\n" for i in range(8)))
+def test_lora_stage1_stage2_export(tmp_path, tiny_model_dir, jsonl):
+    data = jsonl(tmp_path / "d.jsonl", [{"problem": f"{i}+1?", "answer": str(i + 1)} for i in range(8)])
     s1, s2, merged = tmp_path / "s1", tmp_path / "s2", tmp_path / "merged"
     r = runner.invoke(app, ["stage1", "--model", str(tiny_model_dir), "--data", str(data), "--output-dir", str(s1),
                             *FAST])

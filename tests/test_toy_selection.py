@@ -31,7 +31,7 @@ def test_selection_problems_are_training_problems_outside_every_rl_seeds_pool_an
     assert [p.question for p in selection_problems(50)] == [p.question for p in chosen[:50]]
 
 
-def test_retry_quality_compares_a_retry_with_another_first_attempt_at_the_same_problem(tmp_path):
+def test_retry_quality_compares_a_retry_with_another_first_attempt_at_the_same_problem(tmp_path, jsonl):
     right = GOLD.solve(482, "+", 397)
     wrong = "2+7=9 9\n8+9=16 69\n4+3+1=8 869\nThe final answer is $869$."
     keep = "The final answer is $869$."
@@ -39,8 +39,7 @@ def test_retry_quality_compares_a_retry_with_another_first_attempt_at_the_same_p
     easy = [(right, keep.replace("869", "879")), (right, right), (right, wrong), (right, right)]
     rows = [{"question": "482+397=?", "chains": [[attempt(a, "879"), attempt(b, "879")] for a, b in chains]}
             for chains in (hard, easy)]
-    samples = tmp_path / "samples.jsonl"
-    samples.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    samples = jsonl(tmp_path / "samples.jsonl", rows)
     # retries (not one-line keeps): after a wrong y1, 1 right of 2; after a right y1, 3 of 4.
     # fresh|W: each of the 3 wrong first attempts sees 1 right among 3 others; fresh|R: the hard
     # problem's right one sees 0 of 3, each easy one 3 of 3.
