@@ -30,7 +30,7 @@ demo: install
 
 # make repro METHODS="base,SCoRe (alpha=0),SCoRe" runs only those (score repro --methods);
 # each seed starts from its own base; make repro ONE_BASE=1 starts every seed from one (score repro --one-base);
-# BAND=1 keeps a seed's base only if it probes inside the band (--base-band); DATA='{"copy_slip": 0}' (the previous release's bases)
+# BAND=1 keeps a seed's base only if it probes inside the band (--base-band); DATA='{"copy_slip": 0.2}' (the previous release's bases)
 # builds the bases from other toy data (--data-json); ROOT=runs/x writes there instead of runs/repro;
 # SEEDS=3,4,5 runs those seeds instead of 0,1,2 (--seeds)
 repro: install

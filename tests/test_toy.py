@@ -242,7 +242,7 @@ def test_short_copy_restates_only_the_final_answer_and_draws_like_a_full_copy():
 
 def test_the_default_base_data_keeps_with_a_one_line_restatement_or_retries_from_scratch():
     """DEFAULT_DATA (the toy world's base): 70% of the conversations have a second attempt; a quarter
-    of those restate y1's final-answer line (a fifth of them with a digit wrong), the rest are fresh
+    of those restate y1's final-answer line (15% of them with a digit wrong), the rest are fresh
     tries that keep none of y1's lines, whether y1 was right or not; `toy_conversations` draws it when given no data."""
     rows = toy_conversations(2000, seed=3)
     assert rows == toy_conversations(2000, seed=3, data=DEFAULT_DATA) != toy_conversations(2000, seed=3, data=ToyData())
@@ -251,7 +251,7 @@ def test_the_default_base_data_keeps_with_a_one_line_restatement_or_retries_from
     keeps = [r for r in two if r["copied"]]
     assert 0.21 < len(keeps) / len(two) < 0.29
     assert all(r["y2"] == r["y1"].splitlines()[-1] for r in keeps if not r.get("slipped"))
-    assert 0.15 < sum(bool(r.get("slipped")) for r in keeps) / len(keeps) < 0.25  # the lossy keep (copy_slip 0.2)
+    assert 0.10 < sum(bool(r.get("slipped")) for r in keeps) / len(keeps) < 0.20  # the lossy keep (copy_slip 0.15)
     assert all("kept" not in r and len(r["y2"].splitlines()) > 1 for r in two if not r["copied"])
     for y1_right in (True, False):  # the keep rate does not look at y1
         group = [r for r in two if (final_answer(r["y1"]) == r["answer"]) is y1_right]
@@ -334,7 +334,7 @@ def test_a_base_built_without_a_recipe_records_the_default_data_and_training(tmp
     record = json.loads((train_toy_model(tmp_path / "m", seed=2, log_every=0) / RECORD_FILE).read_text())
     assert record["data"]["short_copy"] is True and record["data"]["second"]["slip"] == 0.13
     assert record["data"]["copy"] == 0.25 and record["data"]["two_turn"] == 0.7 and not record["data"]["keep_prefix"]
-    assert record["data"]["copy_slip"] == 0.2
+    assert record["data"]["copy_slip"] == 0.15
     assert record["training"]["tail_steps"] == 1 and record["training"]["steps"] == 2
     assert toy_model.ToyTraining().tail_steps == 0 and DEFAULT_DATA != ToyData()  # e18's fields stay as they were
 
