@@ -1,7 +1,7 @@
 """Experiments on the toy world's base model (docs/experiments.md records every run of this script).
 
     python scripts/toy_lab.py build OUT --seed 0 --data '{"retry_marker": "Redo:"}' --training '{"steps": 1500}'
-    python scripts/toy_lab.py probe OUT [OUT ...] [--validation 300]   # held-out training problems
+    python scripts/toy_lab.py probe OUT [OUT ...] [--validation 300 [--rl-seed S]]  # held-out training problems
     python scripts/toy_lab.py anatomy OUT/probe-eval/samples.jsonl   # where a changed y2 leaves a wrong y1
     python scripts/toy_lab.py modes OUT/probe-eval/samples.jsonl     # keeps, copies, redos, rewrites by y1 right/wrong
     python scripts/toy_lab.py fresh OUT/probe-eval/samples.jsonl     # a retry against a fresh first attempt
@@ -144,10 +144,11 @@ def extend(base: str, out: str, steps: int, lr: float, data: dict, snapshots: tu
              on_step=after)
 
 
-def probe(model: str, seed: int = 0, validation: int = 0, select: int = 0, limit: int = 300) -> dict[str, float]:
+def probe(model: str, seed: int = 0, validation: int = 0, select: int = 0, limit: int = 300,
+          rl_seed: int = 0) -> dict[str, float]:
     """The probe on the test split, or with `validation` > 0 on that many training problems: those
-    an RL run with seed 0 and `heldout_problems` = `validation` holds out (`rl --validation`), so a
-    base is judged on the same problems as the runs from it, and the test split is kept for tables.
+    an RL run with seed `rl_seed` and `heldout_problems` = `validation` holds out (`rl --validation`),
+    so a base is judged on the same problems as the runs from it, and the test split is kept for tables.
     (The base itself trains on problems drawn at random from the training split: it has seen about
     1% of them.) `limit`: problems evaluated, 4 samples each (300, like `make demo`'s evaluations;
     more pin a base's Delta down better: its standard error is about 1.5 points at 300)."""
@@ -157,11 +158,9 @@ def probe(model: str, seed: int = 0, validation: int = 0, select: int = 0, limit
     if select:
         kind, data = "select-probe", str(_write_problems(Path(model) / "select.jsonl", selection_problems(select)))
     elif validation:
-        from score_cli.tasks.toy_task import toy_problems
-        from score_cli.trainers import heldout_split
-
-        held = heldout_split(toy_problems("train", seed=0), validation, 0)[1]
-        kind, data = "val-probe", str(_write_problems(Path(model) / "validation.jsonl", held))
+        held = validation_problems(validation, rl_seed)
+        suffix = str(rl_seed) if rl_seed else ""  # seed 0 keeps the names of the log's earlier runs
+        kind, data = f"val{suffix}-probe", str(_write_problems(Path(model) / f"validation{suffix}.jsonl", held))
     if limit != 300:
         kind = f"{kind}{limit}"
     metrics = ensure_eval(Path(model), Path(model) / f"{kind}-eval", seed=seed, data=data, limit=limit)
@@ -171,6 +170,15 @@ def probe(model: str, seed: int = 0, validation: int = 0, select: int = 0, limit
         row.update(fresh(Path(model) / f"{kind}-eval" / "samples.jsonl"))
     (Path(model) / f"{kind}.json").write_text(json.dumps(row, indent=1))
     return row
+
+
+def validation_problems(n: int, rl_seed: int) -> list:
+    """The `n` training problems that an RL run on the toy task with seed `rl_seed` and
+    `heldout_problems` = n holds out of its training (the trainer's `heldout_split`)."""
+    from score_cli.tasks.toy_task import toy_problems
+    from score_cli.trainers import heldout_split
+
+    return heldout_split(toy_problems("train", seed=rl_seed), n, rl_seed)[1]
 
 
 def anatomy(samples: Path) -> dict[str, float]:
@@ -693,6 +701,8 @@ def main(argv: list[str]) -> None:
     p.add_argument("--validation", type=int, default=0,
                    help="probe on this many held-out training problems (rl --validation's), not the test split")
     p.add_argument("--limit", type=int, default=300, help="evaluate this many of the problems (4 samples each)")
+    p.add_argument("--rl-seed", type=int, default=0,
+                   help="with --validation: the problems that an RL run with this seed holds out (rl --seed)")
     an = sub.add_parser("anatomy")
     an.add_argument("samples", nargs="+", help="samples.jsonl files of two-attempt evaluations")
     mo = sub.add_parser("modes")
@@ -792,7 +802,8 @@ def main(argv: list[str]) -> None:
         if not args.probe:
             return
     for m in models:
-        row = probe(m, validation=args.validation, select=getattr(args, "select", 0), limit=getattr(args, "limit", 300))
+        row = probe(m, validation=args.validation, select=getattr(args, "select", 0), limit=getattr(args, "limit", 300),
+                    rl_seed=getattr(args, "rl_seed", 0))
         print("model | " + " | ".join(row), flush=True)
         print(f"{m} | " + " | ".join(f"{100 * v:.1f}" for v in row.values()), flush=True)
 

@@ -100,3 +100,16 @@ def test_build_saves_snapshots_along_the_way_and_the_last_one_is_the_model(tmp_p
     final, last, early = (load_file(tmp_path / "b" / d / "model.safetensors") for d in (".", "step-4", "step-2"))
     key = next(k for k in final if "q_proj" in k)
     assert torch_equal(final[key], last[key]) and not torch_equal(final[key], early[key])
+
+
+def test_validation_problems_are_those_the_rl_run_with_that_seed_holds_out():
+    """`probe --validation N --rl-seed S` must judge a base on what `rl --validation N --seed S` holds out
+    of training: the same problems the training command loads, split by the trainer's own rule."""
+    from score_cli.tasks.registry import load_task
+    from score_cli.trainers import heldout_split
+
+    for seed in (0, 3):
+        _, problems = load_task("toy", split="train", seed=seed)  # what `score stage1 --bench toy` trains on
+        held = {p.id for p in heldout_split(problems, 50, seed)[1]}
+        assert {p.id for p in toy_lab.validation_problems(50, seed)} == held
+    assert {p.id for p in toy_lab.validation_problems(50, 0)} != {p.id for p in toy_lab.validation_problems(50, 3)}
