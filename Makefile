@@ -32,11 +32,11 @@ demo: install
 # each seed starts from its own base; make repro ONE_BASE=1 starts every seed from one (score repro --one-base);
 # BAND=1 keeps a seed's base only if it probes inside the band (--base-band); DATA='{"copy_slip": 0.2}' (the previous release's bases)
 # builds the bases from other toy data (--data-json); ROOT=runs/x writes there instead of runs/repro;
-# SEEDS=3,4,5 runs those seeds instead of 0,1,2 (--seeds)
+# SEEDS=3,4,5 runs those seeds instead of 0,1,2 (--seeds); STAGE1_STEPS=80 trains Stage I that long (--stage1-steps)
 repro: install
 	$(BIN)/python -m score_cli repro $(if $(METHODS),--methods "$(METHODS)") $(if $(ONE_BASE),--one-base) \
 		$(if $(BAND),--base-band) $(if $(DATA),--data-json '$(DATA)') $(if $(ROOT),--root "$(ROOT)") \
-		$(if $(SEEDS),--seeds "$(SEEDS)")
+		$(if $(SEEDS),--seeds "$(SEEDS)") $(if $(STAGE1_STEPS),--stage1-steps $(STAGE1_STEPS))
 
 bench: install
 	$(BIN)/python benchmarks/run_all.py

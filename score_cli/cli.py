@@ -630,6 +630,10 @@ def repro_cmd(
         int | None, typer.Option(help=r"RL steps per stage, twice that for one-stage methods \[default: the recipe's].",
                                  min=1)
     ] = None,
+    stage1_steps: Annotated[
+        int | None, typer.Option(help=r"Stage I's RL steps, when not --max-steps (one-stage methods get both "
+                                      r"stages' sum) \[default: --max-steps].", min=1)
+    ] = None,
     methods: Annotated[str | None, typer.Option(
         help=r"Comma-separated methods to run \[default: all]: base, single-turn RL, Stage II only, SCoRe (alpha=0), "
              "SCoRe, Pair-SFT, STaR, Stage I + STaR.")] = None,
@@ -674,8 +678,8 @@ def repro_cmd(
 
     band = BaseBand(problems=band_problems) if base_band else None
     run_repro(root, seeds=seed_list, base_dir=base, base_per_seed=base_per_seed and not base, steps=max_steps,
-              methods=chosen, data=data, band=band, on_step=announce, callbacks=[training_progress()],
-              progress=eval_progress)
+              stage1_steps=stage1_steps, methods=chosen, data=data, band=band, on_step=announce,
+              callbacks=[training_progress()], progress=eval_progress)
     stdout.print((Path(root) / "results.md").read_text(), markup=False, highlight=False)
     stdout.print(f"wrote {root}/results.md, results.json, accuracy_per_attempt.png, training_curves.png")
 

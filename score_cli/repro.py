@@ -10,12 +10,13 @@ Methods, all from the same toy base model and with the same number of RL steps i
 - Pair-SFT, STaR: the paper's supervised baselines (`score sft`), from the base;
 - Stage I + STaR: STaR in place of Stage II's REINFORCE (the paper's Table 4 ablation).
 
-Budgets: S RL steps per stage, 2S for a one-stage method, each step on 16 problems x 4 rollouts
-(64 sampled chains, 64 sequences trained). The SFT methods get the same: Pair-SFT samples 4 first
-attempts at 2S x 16 problems and takes 2S steps of 64 sequences; STaR two rounds of 4 traces at
-S x 16 problems and S steps each (each round fine-tunes the base again, as STaR does); Stage I +
-STaR one such round after Stage I's S steps. So every method samples as many chains (Pair-SFT's
-have one attempt) and takes as many optimizer steps of the same size.
+Budgets: S1 RL steps in Stage I and S in Stage II (S1 = S unless `stage1_steps` is given), T = S1 + S
+for a one-stage method, each step on 16 problems x 4 rollouts (64 sampled chains, 64 sequences
+trained). The SFT methods get the same: Pair-SFT samples 4 first attempts at T x 16 problems and
+takes T steps of 64 sequences; STaR two rounds of 4 traces at T/2 x 16 problems and T/2 steps each
+(each round fine-tunes the base again, as STaR does); Stage I + STaR one round of S after Stage I's
+S1 steps. So every method samples as many chains (Pair-SFT's have one attempt) and takes as many
+optimizer steps of the same size.
 
 Every method is evaluated on held-out toy test problems; the table gives the mean and standard
 deviation over seeds. Every run directory is reused when present, so an interrupted repro resumes.
@@ -60,32 +61,38 @@ def recipe_steps(recipe: str) -> int:
     return int(yaml.safe_load(Path(recipe).read_text())["max_steps"])
 
 
-def run_method(method: str, base: Path, root: Path, seed: int, recipe: str, steps: int, callbacks=None) -> Path:
-    """Train one method for one seed (reusing finished runs); returns the model to evaluate."""
+def run_method(method: str, base: Path, root: Path, seed: int, recipe: str, steps: int, callbacks=None,
+               stage1_steps: int | None = None) -> Path:
+    """Train one method for one seed (reusing finished runs); returns the model to evaluate. `steps`:
+    Stage II's RL steps, and Stage I's unless `stage1_steps` is given."""
     if method == "base":
         return base
     d = root / f"seed{seed}"
     common = {"recipe": recipe, "callbacks": callbacks}
-    per_stage = {"seed": seed, "max_steps": steps}
-    one_stage = {"seed": seed, "max_steps": 2 * steps}  # as many steps as the two SCoRe stages together
+    s1 = stage1_steps or steps
+    total = s1 + steps  # as many steps as the two SCoRe stages together
+    one_stage = {"seed": seed, "max_steps": total}
     if method == "single-turn RL":
         return ensure_stage(2, d / "single-turn", model=str(base), overrides={**one_stage, "single_turn": True},
                             **common)
     if method == "Stage II only":
         return ensure_stage(2, d / "stage2-only", model=str(base), overrides=one_stage, **common)
-    sft = {"seed": seed, "samples_per_problem": 4, "max_steps": steps, "problems_per_round": steps * PROBLEMS_PER_STEP}
+    def sft(n: int) -> dict:  # n optimizer steps of 64 sequences, on traces of n x 16 problems
+        return {"seed": seed, "samples_per_problem": 4, "max_steps": n, "problems_per_round": n * PROBLEMS_PER_STEP}
     if method == "Pair-SFT":
-        twice = {"max_steps": 2 * steps, "problems_per_round": 2 * steps * PROBLEMS_PER_STEP}
-        return ensure_sft(d / "pair-sft", method="pair", model=str(base), overrides={**sft, **twice}, **common)
+        return ensure_sft(d / "pair-sft", method="pair", model=str(base), overrides=sft(total), **common)
     if method == "STaR":
-        return ensure_sft(d / "star", method="star", model=str(base), overrides={**sft, "rounds": 2}, **common)
-    s1 = ensure_stage(1, d / "stage1", model=str(base), overrides=per_stage, **common)
+        return ensure_sft(d / "star", method="star", model=str(base), overrides={**sft(total // 2), "rounds": 2},
+                          **common)
+    stage1 = ensure_stage(1, d / "stage1", model=str(base), overrides={"seed": seed, "max_steps": s1}, **common)
     if method == "Stage I + STaR":
-        return ensure_sft(d / "stage1-star", method="star", from_checkpoint=str(s1), overrides=sft, **common)
+        return ensure_sft(d / "stage1-star", method="star", from_checkpoint=str(stage1), overrides=sft(steps),
+                          **common)
     alpha = 0.0 if method == "SCoRe (alpha=0)" else None
     name = "stage2-alpha0" if alpha == 0.0 else "stage2"
     extra = {"alpha": alpha} if alpha is not None else {}
-    return ensure_stage(2, d / name, from_checkpoint=str(s1), overrides={**per_stage, **extra}, **common)
+    return ensure_stage(2, d / name, from_checkpoint=str(stage1), overrides={"seed": seed, "max_steps": steps, **extra},
+                        **common)
 
 
 def ensure_sft(out: Path, *, recipe: str, callbacks=None, **request) -> Path:
@@ -109,7 +116,8 @@ def check_methods(methods: Sequence[str]) -> tuple[str, ...]:
 
 
 def run_repro(root: str = "runs/repro", *, seeds: tuple[int, ...] = (0, 1, 2), base_dir: str | None = None,
-              base_per_seed: bool | None = None, steps: int | None = None, methods: Sequence[str] = METHODS,
+              base_per_seed: bool | None = None, steps: int | None = None, stage1_steps: int | None = None,
+              methods: Sequence[str] = METHODS,
               data: ToyData | None = None, band: BaseBand | None = None,
               on_step: Callable[[str], None] = lambda s: None, callbacks=None, progress=None) -> dict[str, Any]:
     """Train and evaluate each method for every seed; write results.md, results.json and plots.
@@ -133,6 +141,9 @@ def run_repro(root: str = "runs/repro", *, seeds: tuple[int, ...] = (0, 1, 2), b
     out = Path(root)
     recipe = recipe_path("toy.yaml")
     steps = steps or recipe_steps(recipe)
+    if (stage1_steps or steps) % 2 != steps % 2:
+        raise ScoreError(f"Stage I's {stage1_steps} steps and Stage II's {steps} add up to an odd number, which STaR's "
+                         "two rounds cannot split: make both even or both odd")
     started = time.perf_counter()
 
     def build(path: Path, seed: int) -> Path:
@@ -149,19 +160,21 @@ def run_repro(root: str = "runs/repro", *, seeds: tuple[int, ...] = (0, 1, 2), b
         base = shared or chosen.get(seed) or build(out / f"seed{seed}" / "base", seed)
         for method in methods:
             on_step(f"seed {seed}: {method}")
-            model = run_method(method, base, out, seed, recipe, steps, callbacks)
+            model = run_method(method, base, out, seed, recipe, steps, callbacks, stage1_steps)
             tag = method.replace(" ", "-").replace("(", "").replace(")", "").replace("=", "")
             results[method][seed] = ensure_eval(model, out / f"seed{seed}" / f"eval-{tag}", seed=seed,
                                                 progress=progress)
     summary = summarise(results)
-    atomic_write_json(out / "results.json", {"seeds": list(seeds), "steps_per_stage": steps, "summary": summary,
+    atomic_write_json(out / "results.json", {"seeds": list(seeds), "steps_per_stage": steps,
+                                             **({"stage1_steps": stage1_steps} if stage1_steps else {}),
+                                             "summary": summary,
                                              "base_per_seed": base_per_seed,
                                              **({"data": asdict(data)} if data else {}),
                                              **({"base_selection": selection} if selection else {}),
                                              "seconds": round(time.perf_counter() - started),
                                              "per_seed": {m: {str(s): _values(v) for s, v in r.items()}
                                                           for m, r in results.items()}})
-    atomic_write_text(out / "results.md", markdown_table(summary, seeds, steps, base_per_seed, selection))
+    atomic_write_text(out / "results.md", markdown_table(summary, seeds, steps, base_per_seed, selection, stage1_steps))
     plot_accuracy(summary, out / "accuracy_per_attempt.png")
     plot_training(out, seeds, out / "training_curves.png", methods)
     return summary
@@ -184,7 +197,7 @@ def summarise(results: dict[str, dict[int, dict]]) -> dict[str, dict[str, tuple[
 
 
 def markdown_table(summary: dict, seeds, steps: int, base_per_seed: bool = True,
-                   selection: dict | None = None) -> str:
+                   selection: dict | None = None, stage1_steps: int | None = None) -> str:
     names = (c.replace("|", "\\|") for c, _ in COLUMNS)  # a bare | would split the markdown column
     head = "| method | " + " | ".join(names) + " |\n|---|" + "---|" * len(COLUMNS) + "\n"
     rows = "".join(
@@ -192,8 +205,11 @@ def markdown_table(summary: dict, seeds, steps: int, base_per_seed: bool = True,
                                  f"{100 * mu:.1f} ± {100 * sd:.1f}" for c, (mu, sd) in row.items()) + " |\n"
         for m, row in summary.items()
     )
+    budget = (f"{steps} RL steps per stage, {2 * steps} for one-stage methods" if not stage1_steps else
+              f"{stage1_steps} RL steps in Stage I and {steps} in Stage II, {stage1_steps + steps} for one-stage "
+              "methods")
     note = (f"\nToy test problems, sampled at temperature 1; mean ± standard deviation over seeds "
-            f"{', '.join(map(str, seeds))} (in %); {steps} RL steps per stage, {2 * steps} for one-stage methods; "
+            f"{', '.join(map(str, seeds))} (in %); {budget}; "
             "the SFT methods sample as many chains and take as many optimizer steps; "
             + ("each seed's methods start from a base built with that seed.\n" if base_per_seed else
                "every seed's methods start from the same base (seed 0).\n"))

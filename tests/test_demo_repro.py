@@ -105,6 +105,26 @@ def test_repro_runs_every_method_per_seed_with_equal_total_steps(tmp_path, recor
     assert (tmp_path / "training_curves.png").stat().st_size > 0
 
 
+def test_repro_with_a_longer_stage_one_gives_every_method_both_stages_steps(tmp_path, recorder):
+    """--stage1-steps 8 with 4 Stage II steps: SCoRe trains 8 + 4, so every other method gets 12 too."""
+    repro.run_repro(str(tmp_path), seeds=(0,), base_dir=str(tmp_path / "base"), steps=4, stage1_steps=8)
+    by_run = {c["out"].name: c for c in recorder}
+    assert by_run["stage1"]["overrides"] == {"seed": 0, "max_steps": 8}
+    assert by_run["stage2"]["overrides"] == {"seed": 0, "max_steps": 4}
+    assert by_run["stage2-alpha0"]["overrides"] == {"seed": 0, "max_steps": 4, "alpha": 0.0}
+    assert by_run["single-turn"]["overrides"]["max_steps"] == by_run["stage2-only"]["overrides"]["max_steps"] == 12
+    assert by_run["pair-sft"]["overrides"] == {"seed": 0, "samples_per_problem": 4, "max_steps": 12,
+                                                   "problems_per_round": 192}
+    assert by_run["star"]["overrides"] == {"seed": 0, "samples_per_problem": 4, "max_steps": 6,
+                                           "problems_per_round": 96, "rounds": 2}
+    assert by_run["stage1-star"]["overrides"] == {"seed": 0, "samples_per_problem": 4, "max_steps": 4,
+                                                  "problems_per_round": 64}
+    assert "8 RL steps in Stage I and 4 in Stage II, 12 for one-stage methods" in (tmp_path / "results.md").read_text()
+    assert json.loads((tmp_path / "results.json").read_text())["stage1_steps"] == 8
+    with pytest.raises(repro.ScoreError, match="odd number"):  # STaR's two rounds could not share 7 + 4 steps
+        repro.run_repro(str(tmp_path / "odd"), seeds=(0,), base_dir=str(tmp_path / "base"), steps=4, stage1_steps=7)
+
+
 def test_repro_base_per_seed_starts_each_seed_from_its_own_base(tmp_path, recorder, monkeypatch):
     built: list[tuple[Path, int]] = []
     monkeypatch.setattr(repro, "ensure_base",
