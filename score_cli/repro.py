@@ -55,10 +55,11 @@ COLUMNS = (("t1", "accuracy@t1"), ("t2", "accuracy@t2"), ("Δ(t1,t2)", "delta(t1
            ("fixed|changed", "fixed|changed(t1,t2)"))
 
 
-def recipe_steps(recipe: str) -> int:
-    import yaml
+def recipe_steps(recipe: str) -> tuple[int, int]:
+    """(Stage I's, Stage II's) RL steps in `recipe` (its `stage1:` / `stage2:` sections over its top level)."""
+    from score_cli.train import load_recipe
 
-    return int(yaml.safe_load(Path(recipe).read_text())["max_steps"])
+    return int(load_recipe(recipe, 1)["max_steps"]), int(load_recipe(recipe, 2)["max_steps"])
 
 
 def run_method(method: str, base: Path, root: Path, seed: int, recipe: str, steps: int, callbacks=None,
@@ -140,7 +141,10 @@ def run_repro(root: str = "runs/repro", *, seeds: tuple[int, ...] = (0, 1, 2), b
         raise ScoreError("--data-json builds new bases and --base reuses one: give one of them")
     out = Path(root)
     recipe = recipe_path("toy.yaml")
-    steps = steps or recipe_steps(recipe)
+    if steps is None:  # the recipe's, Stage I's included unless given
+        stage1, steps = recipe_steps(recipe)
+        stage1_steps = stage1_steps or stage1
+    stage1_steps = None if stage1_steps == steps else stage1_steps
     if (stage1_steps or steps) % 2 != steps % 2:
         raise ScoreError(f"Stage I's {stage1_steps} steps and Stage II's {steps} add up to an odd number, which STaR's "
                          "two rounds cannot split: make both even or both odd")

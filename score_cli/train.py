@@ -74,8 +74,15 @@ class TrainResult:
     interrupted: bool = False
 
 
-def load_recipe(path: str | None) -> dict[str, Any]:
-    """A YAML recipe: SCoReConfig fields plus the data keys; unknown keys are refused by name."""
+STAGE_SECTIONS = {1: "stage1", 2: "stage2"}
+
+
+def load_recipe(path: str | None, stage: int | None = None) -> dict[str, Any]:
+    """A YAML recipe: SCoReConfig fields plus the data keys; unknown keys are refused by name.
+
+    One recipe serves both stages; a `stage1:` or `stage2:` mapping of config fields overrides the
+    top level in that stage only (e.g. a Stage I longer than Stage II: `stage1: {max_steps: 80}`).
+    `stage` None (SFT) reads the top level alone."""
     if path is None:
         return {}
     import yaml
@@ -97,12 +104,22 @@ def load_recipe(path: str | None) -> dict[str, Any]:
         raise ScoreError(f"recipe {p} must be a mapping of config fields to values")
     types = ({f.name: tp for f, tp in config_fields()} | {k: str | None for k in (*DATA_KEYS, FROM_CHECKPOINT)}
              | {"limit": int | None})
+    sections = {n: recipe.pop(name) for n, name in STAGE_SECTIONS.items() if name in recipe}
     unknown = sorted(set(recipe) - set(types))
     if unknown:
         raise ScoreError(
             f"recipe {p} has unknown keys {', '.join(unknown)}: use SCoReConfig field names (score stage1 --help)"
         )
-    return {k: coerce_recipe_value(p, k, v, types[k]) for k, v in recipe.items()}
+    for n, section in sections.items():
+        name = STAGE_SECTIONS[n]
+        if not isinstance(section, dict):
+            raise ScoreError(f"recipe {p}: {name} must be a mapping of config fields, e.g. {name}: {{max_steps: 80}}")
+        wrong = sorted(k for k in section if k not in types or k in (*DATA_KEYS, FROM_CHECKPOINT))
+        if wrong:
+            raise ScoreError(f"recipe {p}: {name} holds {', '.join(wrong)}, which are not per-stage config fields: "
+                             "move data keys to the top level and use SCoReConfig field names")
+    merged = {**recipe, **sections.get(stage, {})} if stage else recipe
+    return {k: coerce_recipe_value(p, k, v, types[k]) for k, v in merged.items()}
 
 
 _KIND_WORDS = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
@@ -211,7 +228,7 @@ def follow_stage1(record: dict[str, Any], data: dict[str, Any], kwargs: dict[str
 
 def resolve(req: TrainRequest) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
     """(data settings, config kwargs, stage-2 lineage): defaults < recipe < command-line options."""
-    recipe = load_recipe(req.recipe)
+    recipe = load_recipe(req.recipe, req.stage)
     data = data_settings(recipe, req)
     fill_data_defaults(data)
     kwargs = {k: v for k, v in recipe.items() if k not in (*DATA_KEYS, FROM_CHECKPOINT)}

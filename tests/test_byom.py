@@ -425,3 +425,16 @@ def test_output_files_follow_the_umask(tmp_path):
 def test_version():
     r = runner.invoke(app, ["--version"])
     assert r.exit_code == 0 and r.output.startswith("score 0.") and "trl " in r.output
+
+
+def test_each_stage_reads_its_own_section_of_one_recipe(tmp_path, tiny_model_dir):
+    """`score stage1` and `score stage2` with the same recipe: Stage I takes `stage1:`'s max_steps, Stage II
+    the top level's, and an option on the command line beats both."""
+    from score_cli.train import TrainRequest, resolve
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("bench: toy\nmax_steps: 40\nstage1:\n  max_steps: 80\n")
+    assert resolve(TrainRequest(stage=1, recipe=str(recipe), model=str(tiny_model_dir)))[1]["max_steps"] == 80
+    assert resolve(TrainRequest(stage=2, recipe=str(recipe), model=str(tiny_model_dir)))[1]["max_steps"] == 40
+    told = TrainRequest(stage=1, recipe=str(recipe), model=str(tiny_model_dir), overrides={"max_steps": 7})
+    assert resolve(told)[1]["max_steps"] == 7

@@ -204,3 +204,15 @@ def test_repro_base_band_reports_the_seeds_kept_and_every_rejected_try(tmp_path,
     assert "rejected: seed 1 (Delta +0.4 outside -5..-1)" in (tmp_path / "results.md").read_text()
     with pytest.raises(repro.ScoreError, match="--base-band chooses a base per seed"):
         repro.run_repro(str(tmp_path), seeds=(0,), base_per_seed=False, band=BaseBand())
+
+
+def test_repro_takes_stage_one_steps_from_the_recipe_unless_told(tmp_path, recorder, monkeypatch):
+    recipe = tmp_path / "toy.yaml"
+    recipe.write_text("bench: toy\nmax_steps: 4\nstage1:\n  max_steps: 6\n")
+    monkeypatch.setattr(repro, "recipe_path", lambda name: str(recipe))
+    repro.run_repro(str(tmp_path / "a"), seeds=(0,), base_dir=str(tmp_path / "base"), methods=("SCoRe", "STaR"))
+    by_run = {c["out"].name: c["overrides"]["max_steps"] for c in recorder}
+    assert by_run == {"stage1": 6, "stage2": 4, "star": 5}  # STaR: two rounds of (6 + 4) / 2
+    recorder.clear()  # --max-steps alone: that many in each stage, whatever the recipe's sections say
+    repro.run_repro(str(tmp_path / "b"), seeds=(0,), base_dir=str(tmp_path / "base"), steps=3, methods=("SCoRe",))
+    assert {c["out"].name: c["overrides"]["max_steps"] for c in recorder} == {"stage1": 3, "stage2": 3}
