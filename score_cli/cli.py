@@ -599,16 +599,17 @@ def demo_cmd(
     root: Annotated[str, typer.Option(help="Where the demo's runs go (reused when present).")] = "runs/demo",
     seed: Seed = 0,
     max_steps: Annotated[
-        int | None, typer.Option(help=r"RL steps per stage \[default: 40, so the demo stays under 20 minutes].", min=1)
+        int | None, typer.Option(help=r"RL steps in each stage \[default: the toy recipe's, 80 in Stage I and 40 in "
+                                      "Stage II].", min=1)
     ] = None,
     ci: Annotated[bool, typer.Option("--ci", help="Show each metric's 95% confidence interval in the table.")] = False,
 ) -> None:
     """The main job end to end, offline: toy base model, Stage I, Stage II, and eval of all three."""
-    from score_cli.demo import DEMO_STEPS, run_demo
+    from score_cli.demo import run_demo
     from score_cli.ui import announce, eval_progress, results_table, stdout, training_progress
 
     setup_logging(False)
-    rows = run_demo(root, seed=seed, steps=max_steps or DEMO_STEPS, on_step=announce,
+    rows = run_demo(root, seed=seed, steps=max_steps, on_step=announce,
                     callbacks=[training_progress()], progress=eval_progress)
     stdout.print(results_table("toy world: held-out test problems", rows, ci=ci))
 

@@ -95,18 +95,13 @@ def ensure_eval(model: Path, out: Path, *, seed: int = 0, progress=None, turns: 
         return evaluate(cfg, callbacks).metrics
 
 
-# RL steps per stage in `make demo`: recipes/toy.yaml's, as in `make repro`'s table; the whole demo
-# (base model included) took 12 minutes on one 2-core CPU and 18 on a slower one (README), about half
-# of it the base model. `score demo --max-steps` changes it.
-DEMO_STEPS = 40
-
-
-def run_demo(root: str = "runs/demo", *, seed: int = 0, steps: int | None = DEMO_STEPS,
+def run_demo(root: str = "runs/demo", *, seed: int = 0, steps: int | None = None,
              on_step: Callable[[str], None] = lambda s: None, callbacks=None,
              progress=None) -> list[tuple[str, dict]]:
     """Base -> Stage I -> Stage II in the toy world; returns [(model name, eval metrics)].
 
-    `steps` RL steps per stage (None: the recipe's)."""
+    `steps` RL steps per stage (None: recipes/toy.yaml's, as in `make repro`'s table: 80 in Stage I and
+    40 in Stage II; the whole demo, base model included, takes 9 to 20 minutes on a 2-core CPU, README)."""
     root_dir = Path(root)
     recipe = recipe_path("toy.yaml")
     base = ensure_base(root_dir, seed, on_step)
