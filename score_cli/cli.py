@@ -628,8 +628,8 @@ def repro_cmd(
              "base's, or one base (ROOT/base, seed 0) for every seed: about 5 minutes less per seed after the "
              "first.")] = True,
     max_steps: Annotated[
-        int | None, typer.Option(help=r"RL steps per stage, twice that for one-stage methods \[default: the recipe's].",
-                                 min=1)
+        int | None, typer.Option(help=r"RL steps in each stage, both stages' sum for one-stage methods \[default: the "
+                                      "recipe's, 80 in Stage I and 40 in Stage II].", min=1)
     ] = None,
     stage1_steps: Annotated[
         int | None, typer.Option(help=r"Stage I's RL steps, when not --max-steps (one-stage methods get both "
