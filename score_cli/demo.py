@@ -101,7 +101,7 @@ def run_demo(root: str = "runs/demo", *, seed: int = 0, steps: int | None = None
     """Base -> Stage I -> Stage II in the toy world; returns [(model name, eval metrics)].
 
     `steps` RL steps per stage (None: recipes/toy.yaml's, as in `make repro`'s table: 80 in Stage I and
-    40 in Stage II; the whole demo, base model included, takes 9 to 20 minutes on a 2-core CPU, README)."""
+    40 in Stage II; the whole demo, base model included, takes 10 to 20 minutes on a 2-core CPU, README)."""
     root_dir = Path(root)
     recipe = recipe_path("toy.yaml")
     base = ensure_base(root_dir, seed, on_step)
