@@ -57,9 +57,10 @@ COLUMNS = (("t1", "accuracy@t1"), ("t2", "accuracy@t2"), ("Δ(t1,t2)", "delta(t1
 
 def recipe_steps(recipe: str) -> tuple[int, int]:
     """(Stage I's, Stage II's) RL steps in `recipe` (its `stage1:` / `stage2:` sections over its top level)."""
-    from score_cli.train import load_recipe
+    from score_cli.train import read_recipe
 
-    return int(load_recipe(recipe, 1)["max_steps"]), int(load_recipe(recipe, 2)["max_steps"])
+    top, sections = read_recipe(recipe)
+    return tuple(int({**top, **sections.get(n, {})}["max_steps"]) for n in (1, 2))
 
 
 def run_method(method: str, base: Path, root: Path, seed: int, recipe: str, steps: int, callbacks=None,

@@ -273,14 +273,15 @@ def resolve(req: SFTRequest) -> tuple[dict[str, Any], dict[str, Any], dict[str, 
     """(data settings, config kwargs, lineage, recipe keys left unused): defaults < recipe < options.
 
     One recipe serves the stages and SFT: keys only RL uses (alpha, beta1, num_generations, ...) are
-    left unused (and listed in the run record)."""
+    left unused (and listed in the run record), as are the `stage1:` / `stage2:` sections, which SFT
+    does not read."""
     from score_cli import train
 
-    recipe = train.load_recipe(req.recipe)
+    recipe, sections = train.read_recipe(req.recipe)
     data = train.data_settings(recipe, req)
     recipe = {k: v for k, v in recipe.items() if k not in (*train.DATA_KEYS, train.FROM_CHECKPOINT)}
     ours = sft_fields() - {"output_dir"}
-    unused = sorted(k for k in recipe if k not in ours)
+    unused = sorted([k for k in recipe if k not in ours] + [train.STAGE_SECTIONS[n] for n in sections])
     kwargs = {k: v for k, v in recipe.items() if k in ours}
     kwargs.update(req.overrides)
     if req.method is not None:

@@ -83,8 +83,14 @@ def load_recipe(path: str | None, stage: int | None = None) -> dict[str, Any]:
     One recipe serves both stages; a `stage1:` or `stage2:` mapping of config fields overrides the
     top level in that stage only (e.g. a Stage I longer than Stage II: `stage1: {max_steps: 80}`).
     `stage` None (SFT) reads the top level alone."""
+    top, sections = read_recipe(path)
+    return {**top, **sections.get(stage, {})} if stage else top
+
+
+def read_recipe(path: str | None) -> tuple[dict[str, Any], dict[int, dict[str, Any]]]:
+    """(top level, {stage: its section}) of a YAML recipe, checked and coerced; see `load_recipe`."""
     if path is None:
-        return {}
+        return {}, {}
     import yaml
 
     p = Path(path)
@@ -118,8 +124,9 @@ def load_recipe(path: str | None, stage: int | None = None) -> dict[str, Any]:
         if wrong:
             raise ScoreError(f"recipe {p}: {name} holds {', '.join(wrong)}, which are not per-stage config fields: "
                              "move data keys to the top level and use SCoReConfig field names")
-    merged = {**recipe, **sections.get(stage, {})} if stage else recipe
-    return {k: coerce_recipe_value(p, k, v, types[k]) for k, v in merged.items()}
+    def coerce(fields: dict[str, Any]) -> dict[str, Any]:
+        return {k: coerce_recipe_value(p, k, v, types[k]) for k, v in fields.items()}
+    return coerce(recipe), {n: coerce(section) for n, section in sections.items()}
 
 
 _KIND_WORDS = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}

@@ -429,7 +429,8 @@ def test_version():
 
 def test_each_stage_reads_its_own_section_of_one_recipe(tmp_path, tiny_model_dir):
     """`score stage1` and `score stage2` with the same recipe: Stage I takes `stage1:`'s max_steps, Stage II
-    the top level's, and an option on the command line beats both."""
+    the top level's, and an option on the command line beats both; `score sft` reads the top level and
+    lists the section it left among the run record's unused keys."""
     from score_cli.train import TrainRequest, resolve
 
     recipe = tmp_path / "r.yaml"
@@ -438,3 +439,8 @@ def test_each_stage_reads_its_own_section_of_one_recipe(tmp_path, tiny_model_dir
     assert resolve(TrainRequest(stage=2, recipe=str(recipe), model=str(tiny_model_dir)))[1]["max_steps"] == 40
     told = TrainRequest(stage=1, recipe=str(recipe), model=str(tiny_model_dir), overrides={"max_steps": 7})
     assert resolve(told)[1]["max_steps"] == 7
+    from score_cli.sft import SFTRequest
+    from score_cli.sft import resolve as resolve_sft
+
+    _, kwargs, _, unused = resolve_sft(SFTRequest(recipe=str(recipe), model=str(tiny_model_dir)))
+    assert kwargs["max_steps"] == 40 and "stage1" in unused  # SFT reads the top level and says it left the section
