@@ -176,7 +176,8 @@ def run_repro(root: str = "runs/repro", *, seeds: tuple[int, ...] = (0, 1, 2), b
                                              "base_per_seed": base_per_seed,
                                              **({"data": asdict(data)} if data else {}),
                                              **({"base_selection": selection} if selection else {}),
-                                             "seconds": round(time.perf_counter() - started),
+                                             # reused runs cost nothing here: a resumed repro reports its own share
+                                             "seconds_this_invocation": round(time.perf_counter() - started),
                                              "per_seed": {m: {str(s): _values(v) for s, v in r.items()}
                                                           for m, r in results.items()}})
     atomic_write_text(out / "results.md", markdown_table(summary, seeds, steps, base_per_seed, selection, stage1_steps))
