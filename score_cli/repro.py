@@ -57,10 +57,10 @@ COLUMNS = (("t1", "accuracy@t1"), ("t2", "accuracy@t2"), ("Δ(t1,t2)", "delta(t1
 
 def recipe_steps(recipe: str) -> tuple[int, int]:
     """(Stage I's, Stage II's) RL steps in `recipe` (its `stage1:` / `stage2:` sections over its top level)."""
-    from score_cli.train import read_recipe
+    from score_cli.train import read_recipe, stage_recipe
 
-    top, sections = read_recipe(recipe)
-    return tuple(int({**top, **sections.get(n, {})}["max_steps"]) for n in (1, 2))
+    parsed = read_recipe(recipe)
+    return int(stage_recipe(*parsed, 1)["max_steps"]), int(stage_recipe(*parsed, 2)["max_steps"])
 
 
 def run_method(method: str, base: Path, root: Path, seed: int, recipe: str, steps: int, callbacks=None,

@@ -83,7 +83,11 @@ def load_recipe(path: str | None, stage: int | None = None) -> dict[str, Any]:
     One recipe serves both stages; a `stage1:` or `stage2:` mapping of config fields overrides the
     top level in that stage only (e.g. a Stage I longer than Stage II: `stage1: {max_steps: 80}`).
     `stage` None (SFT) reads the top level alone."""
-    top, sections = read_recipe(path)
+    return stage_recipe(*read_recipe(path), stage)
+
+
+def stage_recipe(top: dict[str, Any], sections: dict[int, dict[str, Any]], stage: int | None) -> dict[str, Any]:
+    """What `stage` reads of a recipe read by `read_recipe`: its section over the top level (None: the top level)."""
     return {**top, **sections.get(stage, {})} if stage else top
 
 
