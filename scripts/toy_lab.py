@@ -751,6 +751,9 @@ def main(argv: list[str]) -> None:
     r.add_argument("--set", action="append", default=[])
     r.add_argument("--validation", type=int, default=0,
                    help="hold out this many training problems from every run and probe on them, not on the test split")
+    vp = sub.add_parser("val-probe", help="probe a score stage1/stage2 output on the problems its run held out")
+    vp.add_argument("models", nargs="+", help="output directories of runs with heldout_problems > 0")
+    vp.add_argument("--seed", type=int, default=0, help="sampling seed (the log uses the run's seed)")
     args = ap.parse_args(argv)
     if args.eval_tokens:
         from dataclasses import replace
@@ -792,6 +795,10 @@ def main(argv: list[str]) -> None:
                            json.loads(args.shape), args.wrong, args.save, data=json.loads(args.data))
     if args.cmd == "extend":
         return extend(args.base, args.out, args.steps, args.lr, json.loads(args.data), args.snapshots, args.seed)
+    if args.cmd == "val-probe":
+        for m in args.models:
+            print(m, validation_probe(Path(m), Path(m), args.seed))
+        return None
     if args.cmd == "rl":
         logging.basicConfig(level=logging.WARNING)
         return rl(args.base, args.out, args.steps, args.seed, args.methods.split(","), args.set, args.validation)
