@@ -40,6 +40,7 @@ from score_cli.tasks.toy_task import (
     answer_of,
     draw_problem,
     first_different_line,
+    nines,
     question_text,
 )
 from score_cli.tasks.toy_task import (
@@ -162,6 +163,8 @@ class ToyData:
     before it (`toy_task.review`: each column step and "ok" or "no", always right), then the new
     attempt, made exactly as without it: the base has seen its first attempt checked but never
     seen a check change what it writes next, so acting on the check is left for RL to learn.
+    `review_kind` "nines" checks the stated answer by casting out nines instead (`toy_task.nines`:
+    digit sums and one subtraction, cheaper than re-working each step).
 
     With `short_copy` a copy restates only y1's final-answer line ("The final answer is $652$."):
     keeping y1 is then a few tokens to get right instead of a whole solution to copy (two attempts
@@ -213,6 +216,7 @@ class ToyData:
     keep_prefix: bool = True
     max_attempts: int = 2
     review: bool = False
+    review_kind: str = "lines"
     short_copy: bool = False
     noisy_first: float = 0.0
     noisy: NoisySolver = NoisySolver(drop=0.1, slip=0.5)
@@ -226,6 +230,8 @@ class ToyData:
             raise ValueError("copy_slip garbles a short copy's answer: it needs short_copy")
         if not 0.0 <= self.copy_slip <= 1.0:
             raise ValueError(f"copy_slip is a probability, got {self.copy_slip}")
+        if self.review_kind not in ("lines", "nines"):
+            raise ValueError(f"review_kind is 'lines' or 'nines', got {self.review_kind!r}")
         if not 0.0 <= self.recheck <= 1.0:
             raise ValueError(f"recheck is a probability, got {self.recheck}")
         if self.recheck and (self.max_attempts > 2 or self.review or self.retry_marker):
@@ -272,7 +278,10 @@ class ToyData:
 
     def _with_review(self, previous: str, attempt: str, problem: tuple[int, str, int]) -> str:
         """`attempt`, opened with the check of `previous` when `review` is on."""
-        return f"{review_of(previous, *problem)}\n{attempt}" if self.review else attempt
+        if not self.review:
+            return attempt
+        check = nines if self.review_kind == "nines" else review_of
+        return f"{check(previous, *problem)}\n{attempt}"
 
     def _next_attempt(self, previous: str, problem: tuple[int, str, int], rng: random.Random):
         """(copied, the next attempt, lines kept or None): a copy of `previous` with probability

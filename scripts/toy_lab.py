@@ -43,13 +43,15 @@ COLUMNS = (("t1", "accuracy@t1"), ("t2", "accuracy@t2"), ("delta", "delta(t1,t2)
            ("broken|right", "broken|right(t1,t2)"), ("f", "fixed|changed(t1,t2)"))
 
 
-def retry_accuracy(samples: Path) -> dict[str, float]:
+def retry_accuracy(samples: Path, review_kind: str = "lines") -> dict[str, float]:
     """How good a *changed* second attempt is after a right and after a wrong first attempt. For an
     independent retry the two are equal (the solver's accuracy); a retry that leans on y1 is right
     far more often after a right y1 than after a wrong one. With a review in attempt 2 (`ToyData.review`),
     also how right its check of y1 is: "rev" the share of checks equal to the true one, "rev|R" of
     right first attempts checked all "ok", "rev|W" of wrong ones given at least one "no"."""
-    from score_cli.tasks.toy_task import REVIEW_HEAD, review, solution_part, split_review
+    from score_cli.tasks.toy_task import REVIEW_HEAD, nines, review, solution_part, split_review
+
+    check = nines if review_kind == "nines" else review
 
     right, wrong = [0, 0], [0, 0]
     seen = {True: [0, 0], False: [0, 0]}  # first attempt right/wrong -> [answer changed, all]
@@ -62,7 +64,7 @@ def retry_accuracy(samples: Path) -> dict[str, float]:
             if b["text"].startswith(REVIEW_HEAD):
                 x, op, y = _operands(row["question"])
                 said = split_review(b["text"])[0]
-                checks["rev"][0] += said == review(a["text"], x, op, y)
+                checks["rev"][0] += said == check(a["text"], x, op, y)
                 checks["rev"][1] += 1
                 key, hit = ("rev|R", " no" not in said) if a["correct"] else ("rev|W", " no" in said)
                 checks[key][0] += hit
@@ -165,7 +167,10 @@ def probe(model: str, seed: int = 0, validation: int = 0, select: int = 0, limit
         kind = f"{kind}{limit}"
     metrics = ensure_eval(Path(model), Path(model) / f"{kind}-eval", seed=seed, data=data, limit=limit)
     row = {name: metrics[key]["value"] for name, key in COLUMNS}
-    row.update(retry_accuracy(Path(model) / f"{kind}-eval" / "samples.jsonl"))
+    record = Path(model) / "toy_model.json"
+    data = json.loads(record.read_text()).get("data", {}) if record.exists() else {}
+    review_kind = data.get("review_kind", "lines")
+    row.update(retry_accuracy(Path(model) / f"{kind}-eval" / "samples.jsonl", review_kind))
     if select:
         row.update(fresh(Path(model) / f"{kind}-eval" / "samples.jsonl"))
     (Path(model) / f"{kind}.json").write_text(json.dumps(row, indent=1))
@@ -545,25 +550,159 @@ def check_drill(model: str, task: str, labels: str, steps: int, lr: float, batch
                     shutil.copy(f, Path(save) / f.name)
 
 
+def _nines_row(problem, solver, rng) -> tuple[str, str, bool]:
+    """(context, check, y1 right) for one problem: the question, the solver's y1 and "Check:"; the
+    check is `toy_task.nines`'s lines, without its head and end."""
+    from score_cli.tasks.toy_task import nines
+    from score_cli.toy_model import stated_answer
+
+    a, op, b = problem.meta["a"], problem.meta["op"], problem.meta["b"]
+    y1 = solver.solve(a, op, b, rng)
+    check = nines(y1, a, op, b).split("\n")[1:-1]
+    return f"{problem.question}\n{y1}\nCheck:\n", "\n".join(check), stated_answer(y1) == problem.answer
+
+def nines_drill(model: str, steps: int, lr: float, batch: int, every: int, shape: dict, n: int = 200,
+                temperature: float = 0.0) -> None:
+    """Can the toy model learn casting out nines? Train `model` ("fresh": a random toy model of
+    `shape`) on rows question, solver y1, "Check:", check lines (labels on the check only) and print
+    every `every` steps, on `n` test problems with fresh solver attempts, the check written greedily
+    (or sampled at `temperature`): exactly right, its verdict "no" after a wrong y1 and after a right one."""
+    import random
+
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from score_cli.rollout import generate_batch
+    from score_cli.tasks.toy_task import NoisySolver, toy_problems
+    from score_cli.toy_model import ToyTraining, _padded, build_char_tokenizer, tiny_causal_lm
+
+    torch.set_num_threads(1)
+    tok = build_char_tokenizer()
+    if model == "fresh":
+        t = ToyTraining(**shape)
+        lm = tiny_causal_lm(tok, hidden=t.hidden, layers=t.layers, heads=t.heads)
+    else:
+        lm = AutoModelForCausalLM.from_pretrained(model)
+    solver = NoisySolver(drop=0.1, slip=0.15)
+    rng = random.Random(0)
+    test = [_nines_row(p, solver, rng) for p in toy_problems("test", n=n)]
+    train_problems = toy_problems("train")
+    from transformers import GenerationConfig
+    sampled = {"do_sample": True, "temperature": temperature, "top_k": 0} if temperature else {"do_sample": False}
+    gen = GenerationConfig(max_new_tokens=110, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, **sampled)
+
+    def report() -> str:
+        lm.eval()
+        inputs = [tok(c, add_special_tokens=False)["input_ids"] for c, _, _ in test]
+        with torch.no_grad():
+            outs = generate_batch(lm, inputs, pad_id=tok.pad_token_id, eos_ids=[tok.eos_token_id],
+                                  generation_config=gen)[0]
+        lm.train()
+        exact = no_w = no_r = w = r = lines_ok = lines = 0
+        for (_, check, right), o in zip(test, outs, strict=True):
+            text = tok.decode(o, skip_special_tokens=True).split("\n\n")[0].strip()
+            said = text.splitlines()[:5]
+            exact += text.startswith(check)
+            for got, want in zip(said, check.splitlines(), strict=False):
+                lines += 1
+                lines_ok += got == want
+            verdict_no = bool(said) and len(said) >= 5 and said[4].endswith(" no")
+            if right:
+                r += 1
+                no_r += verdict_no
+            else:
+                w += 1
+                no_w += verdict_no
+        return (f"exact {100 * exact / len(test):.1f}  lines {100 * lines_ok / max(lines, 1):.1f}  "
+                f"no|wrong {100 * no_w / max(w, 1):.1f}  no|right {100 * no_r / max(r, 1):.1f}  ({w} wrong)")
+
+    def rows():
+        while True:
+            picked = []
+            while len(picked) < batch:
+                c, check, _ = _nines_row(rng.choice(train_problems), solver, rng)
+                ci = tok(c, add_special_tokens=False)["input_ids"]
+                ki = tok(check + "\n\n", add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+                picked.append((ci + ki, [-100] * len(ci) + ki))
+            yield _padded(tok, picked)
+
+    _drill(lm, rows(), torch.optim.AdamW(lm.parameters(), lr=lr, betas=(0.9, 0.98), weight_decay=0.01),
+           steps, every, report)
+
+
+def baseline_snr(t1: float, redo_right: float, keep_slip: float, a: float, b: float, d: float, alpha: float = 10.0,
+                 prompts: int = 16, steps: int = 4000, seed: int = 0) -> dict[str, tuple[float, float]]:
+    """A one-step model of Stage II's keep-or-redo decision, to compare baselines before any RL run.
+
+    Each first attempt is right with probability `t1` and carries a latent signal s ~ N(d * wrong, 1)
+    (what the model can read in y1). Attempt 2 redoes with probability sigmoid(a + b s), a redo is
+    right with probability `redo_right`, a keep restates y1 and slips with probability `keep_slip`; its
+    return is r2 + alpha (r2 - r1). For each way of drawing a group of 4 second attempts per prompt
+    ("rloo" 4 first attempts x 1, the recipe; "cond" the same with the baseline over the rollouts whose
+    r(y1) is equal, as `condition_baseline`, the batch's when none in the group; "pair" 2 x 2 and
+    "tree" 1 x 4, the baseline over the second attempts of the same y1), the mean and standard
+    deviation over `steps` simulated steps of the policy gradient along a ("redo more") and along b
+    ("redo when y1 looks wrong"): their ratio is the signal-to-noise."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    out = {}
+    for mode, g1, g2 in (("rloo", 4, 1), ("cond", 4, 1), ("pair", 2, 2), ("tree", 1, 4)):
+        grads = []
+        for _ in range(steps):
+            right1 = rng.random((prompts, g1)) < t1
+            sig = rng.normal(0.0, 1.0, (prompts, g1)) + d * ~right1
+            right1, sig = np.repeat(right1, g2, 1), np.repeat(sig, g2, 1)
+            p_redo = 1.0 / (1.0 + np.exp(-(a + b * sig)))
+            redo = rng.random(p_redo.shape) < p_redo
+            r2 = np.where(redo, rng.random(p_redo.shape) < redo_right, right1 & (rng.random(p_redo.shape) >= keep_slip))
+            r1 = right1.astype(float)
+            ret = r2.astype(float) + alpha * (r2 - r1)
+            n = ret.shape[1]
+            if mode == "rloo":
+                adv = ret - (ret.sum(1, keepdims=True) - ret) / (n - 1)
+            elif mode == "cond":
+                adv = np.zeros_like(ret)
+                for v in (0.0, 1.0):
+                    same = r1 == v
+                    count, total = same.sum(1, keepdims=True), (ret * same).sum(1, keepdims=True)
+                    batch = ((ret * same).sum() - ret) / max(same.sum() - 1, 1)  # alone in its group: the batch's
+                    others = np.where(count > 1, (total - ret) / np.maximum(count - 1, 1), batch)
+                    adv = np.where(same, ret - others, adv)
+            else:
+                grouped = ret.reshape(prompts, g1, g2)
+                adv = (grouped - (grouped.sum(2, keepdims=True) - grouped) / (g2 - 1)).reshape(prompts, -1)
+            score = redo - p_redo  # d log pi(decision) / d logit
+            grads.append(((adv * score).mean(), (adv * score * sig).mean()))
+        g = np.array(grads)
+        out[mode] = (float(g[:, 0].mean() / g[:, 0].std()), float(g[:, 1].mean() / g[:, 1].std()))
+    return out
+
 def decisions(paths: list[str]) -> None:
     """Does a reviewed second attempt act on its check? For each evaluation's samples (two
-    attempts, `ToyData.review` with `retry_marker` "Redo:"), the chains split by y1 right/wrong, by
-    whether the sampled check says "no" anywhere, and by whether the new attempt opens with "Redo:"
-    (else it keeps y1): how many, and how often attempt 2 is right. A model that acts on its
+    attempts, `ToyData.review` with `retry_marker` "Redo:", or `review_kind` "nines" with short
+    copies), the chains split by y1 right/wrong, by whether the sampled check says "no" anywhere,
+    and by whether the new attempt opens with "Redo:" (else it keeps y1; without the marker, whether
+    it is a short copy): how many, and how often attempt 2 is right. A model that acts on its
     check redoes after "no" and keeps after "ok"; the base does neither more than the other."""
     from score_cli.files import read_jsonl
     from score_cli.tasks.toy_task import split_review
 
     for path in paths:
         cells: dict[tuple[str, str, str], list[int]] = {}
-        for row in read_jsonl(path):
-            for y1, y2 in row["chains"]:
-                check, solution = split_review(y2["text"])
-                key = ("right" if y1["correct"] else "wrong", "no" if " no" in check else "ok",
-                       "redo" if solution.lstrip().startswith("Redo:") else "keep")
-                cell = cells.setdefault(key, [0, 0])
-                cell[0] += 1
-                cell[1] += bool(y2["correct"])
+        rows = list(read_jsonl(path))
+        chains = [split_review(y2["text"]) for row in rows for _, y2 in row["chains"]]
+        # With the retry marker a new try opens with "Redo:" and anything else keeps y1; without it
+        # (`review_kind` "nines" on the default data) a keep is a short copy, y1's final-answer line.
+        marker = any(solution.lstrip().startswith("Redo:") for _, solution in chains)
+        for (check, solution), (y1, y2) in zip(chains, (c for row in rows for c in row["chains"]), strict=True):
+            opening = solution.lstrip()
+            keep = not opening.startswith("Redo:") if marker else opening.startswith("The final answer")
+            key = ("right" if y1["correct"] else "wrong", "no" if " no" in check else "ok",
+                   "keep" if keep else "redo")
+            cell = cells.setdefault(key, [0, 0])
+            cell[0] += 1
+            cell[1] += bool(y2["correct"])
         print(path)
         print("y1 | check | attempt 2 | chains | attempt 2 right %")
         for key in sorted(cells):
@@ -742,6 +881,17 @@ def main(argv: list[str]) -> None:
     k.add_argument("--shape", default="{}", help='ToyTraining fields of a fresh model, e.g. {"hidden": 256}')
     k.add_argument("--data", default="{}", help='ToyData fields of the rows (over review on, two_turn 1.0), '
                    'e.g. {"two_turn": 0.5, "retry_marker": "Redo:"}')
+    nd = sub.add_parser("nines-drill", help="can the toy model learn casting out nines (a check of y1's answer)?")
+    nd.add_argument("model", help='a model directory, or "fresh" for a random toy model')
+    nd.add_argument("--steps", type=int, default=1000)
+    nd.add_argument("--lr", type=float, default=1e-3)
+    nd.add_argument("--batch", type=int, default=64)
+    nd.add_argument("--every", type=int, default=100)
+    nd.add_argument("--shape", default="{}", help='ToyTraining fields of a fresh model, e.g. {"hidden": 256}')
+    nd.add_argument("--temperature", type=float, default=0.0, help="sample the checks at this temperature (0: greedy)")
+    bs = sub.add_parser("baseline-snr", help="signal-to-noise of Stage II's keep/redo gradient under four baselines")
+    for name, default in (("t1", 0.75), ("redo", 0.85), ("keep-slip", 0.05), ("a", 1.0), ("b", 0.3), ("d", 1.0)):
+        bs.add_argument(f"--{name}", type=float, default=default)
     r = sub.add_parser("rl")
     r.add_argument("base")
     r.add_argument("out")
@@ -793,6 +943,13 @@ def main(argv: list[str]) -> None:
     if args.cmd == "check-drill":
         return check_drill(args.model, args.task, args.labels, args.steps, args.lr, args.batch, args.every,
                            json.loads(args.shape), args.wrong, args.save, data=json.loads(args.data))
+    if args.cmd == "baseline-snr":
+        for mode, (snr_a, snr_b) in baseline_snr(args.t1, args.redo, args.keep_slip, args.a, args.b, args.d).items():
+            print(f"{mode}: redo more {snr_a:+.2f}  redo when y1 looks wrong {snr_b:+.2f}")
+        return None
+    if args.cmd == "nines-drill":
+        return nines_drill(args.model, args.steps, args.lr, args.batch, args.every, json.loads(args.shape),
+                           temperature=args.temperature)
     if args.cmd == "extend":
         return extend(args.base, args.out, args.steps, args.lr, json.loads(args.data), args.snapshots, args.seed)
     if args.cmd == "val-probe":

@@ -20,6 +20,7 @@ from score_cli.tasks.toy_task import (
     NoisySolver,
     ToyTask,
     gold_solution,
+    nines,
     review,
     solution_part,
     split_of,
@@ -198,6 +199,37 @@ def test_review_checks_each_column_against_the_lines_above_it():
     assert metrics_from_rows(rows, compared=ToyTask().compared_part)["zero_edit(t1,t2)"]["value"] == 1.0
     assert metrics_from_rows(rows)["zero_edit(t1,t2)"]["value"] == 0.0
 
+
+
+def test_nines_checks_the_stated_answer_by_digit_sums():
+    """Casting out nines: each number's digit sum under 9, the operation on the residues, the
+    stated answer's residue compared by a subtraction; a right answer always passes, the solver's
+    slips (a power of ten off) never do, and an answer off by a multiple of 9 slips through."""
+    gold = NoisySolver().solve(482, "+", 397)  # 879
+    assert nines(gold, 482, "+", 397) == (
+        "Check:\n4+8+2=14 14-9=5\n3+9+7=19 19-9=10 10-9=1\n5+1=6\n8+7+9=24 24-9=15 15-9=6\n6-6=0 ok\nSolution:")
+    slipped = "2+7=9 9\n8+9=16 69\n4+3+1=8 869\nThe final answer is $869$."
+    assert nines(slipped, 482, "+", 397).splitlines()[-3:-1] == ["8+6+9=23 23-9=14 14-9=5", "6-5=1 no"]
+    borrow = NoisySolver().solve(903, "-", 258)  # 645: 903 -> 3, 258 -> 6, 3+9-6=6, 645 -> 6
+    assert nines(borrow, 903, "-", 258).splitlines()[3:6] == ["3+9-6=6", "6+4+5=15 15-9=6", "6-6=0 ok"]
+    rng = random.Random(0)
+    for _ in range(300):
+        a, b, op = rng.randrange(1000), rng.randrange(1000), rng.choice("+-")
+        a, b = (max(a, b), min(a, b)) if op == "-" else (a, b)
+        right = a + b if op == "+" else a - b
+        for claimed in (right, right + 10 ** rng.randrange(3), right + 9 * rng.randrange(1, 5)):
+            check = nines(f"The final answer is ${claimed}$.", a, op, b)
+            assert check.endswith(" ok\nSolution:") == ((claimed - right) % 9 == 0)
+    assert nines("8+9=17", 482, "+", 397) == "Check:\nno\nSolution:"  # no stated answer
+    with_check = f"{nines(slipped, 482, '+', 397)}\n{gold}"
+    assert split_review(with_check) == (nines(slipped, 482, "+", 397), gold)
+    rows = toy_conversations(200, seed=3, data=ToyData(review=True, review_kind="nines", two_turn=1.0))
+    plain = toy_conversations(200, seed=3, data=ToyData(two_turn=1.0))
+    for r, p in zip(rows, plain, strict=True):  # the same draws, each second attempt opened by its check
+        a, op, b = (int(x) if x.isdigit() else x for x in re.fullmatch(r"(\d+)([+-])(\d+)=\?", r["question"]).groups())
+        assert r["y2"] == f"{nines(p['y1'], a, op, b)}\n{p['y2']}"
+    with pytest.raises(ValueError, match="review_kind"):
+        ToyData(review=True, review_kind="sums")
 
 def test_reviewed_second_attempts_render_like_the_rollout():
     """With review every later attempt opens with the true check of the attempt before it; what

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import random
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -243,6 +244,42 @@ def review(solution: str, a: int, op: str, b: int) -> str:
         out.append(f"{step} {right} {hi}-{lo}={hi - lo} {'ok' if hi == lo else 'no'}")
     return "\n".join([*out, REVIEW_END])
 
+
+
+def nines(solution: str, a: int, op: str, b: int) -> str:
+    """A check of the answer `solution` states by casting out nines, in the solver's own small steps:
+    each number's digit sum brought under 9 ("4+8+2=14 14-9=5"), the operation done on those residues,
+    then the residue of the stated answer compared by a subtraction ("6-6=0 ok"; "13-6=7 no" in the
+    solver's borrow form), between REVIEW_HEAD and REVIEW_END like `review`.
+
+    Unlike `review` it never re-works a step: every line reads digits a line or a question away, and
+    the verdict reads one digit, so checking is cheaper than solving (docs/experiments.md, section
+    37). It catches a wrong answer unless it is off by a multiple of 9 (91% of the toy solver's wrong
+    answers); a right answer always passes. An answer that does not parse is "no"."""
+    stated = re.findall(r"\$(-?\d+)\$", solution)
+    if not stated or stated[-1].startswith("-"):
+        return "\n".join([REVIEW_HEAD, "no", REVIEW_END])
+    claimed = int(stated[-1])
+
+    def residue(n: int) -> tuple[str, int]:
+        digits = [int(d) for d in str(n)]
+        s = sum(digits)
+        line = "+".join(map(str, digits)) + f"={s}"
+        while s >= 9:
+            line, s = line + f" {s}-9={s - 9}", s - 9
+        return line, s
+
+    (la, ra), (lb, rb), (lc, rc) = residue(a), residue(b), residue(claimed)
+    if op == "+":
+        t, lo = ra + rb, f"{ra}+{rb}={ra + rb}"
+        while t >= 9:
+            lo, t = lo + f" {t}-9={t - 9}", t - 9
+    else:
+        t = ra - rb if ra >= rb else ra + 9 - rb
+        lo = f"{ra}-{rb}={t}" if ra >= rb else f"{ra}+9-{rb}={t}"
+    top = t if t >= rc else t + 10
+    verdict = "ok" if t == rc else "no"
+    return "\n".join([REVIEW_HEAD, la, lb, lo, lc, f"{top}-{rc}={top - rc} {verdict}", REVIEW_END])
 
 def _result(step: str) -> str | None:
     """What a column step wrote ("17" of "8+9=17"); None for what is not a step."""
