@@ -11,7 +11,9 @@
     python scripts/toy_lab.py verify OUT [OUT ...]          # the base's judging skill (AUC)
     python scripts/toy_lab.py verify-drill OUT --steps 800  # can more verification data teach it?
     python scripts/toy_lab.py check-drill OUT|fresh --task conversation --labels verdict  # can it learn a check?
+    python scripts/toy_lab.py nines-drill OUT|fresh --steps 600 [--temperature 1.0]  # can it learn casting out nines?
     python scripts/toy_lab.py decisions OUT/probe-eval/samples.jsonl  # does attempt 2 act on its check?
+    python scripts/toy_lab.py baseline-snr --t1 0.75 --redo 0.85     # Stage II's keep/redo signal under four baselines
     python scripts/toy_lab.py rl BASE OUT --steps 40 --seed 0 --methods SCoRe,"Stage II only" --set beta1=0.05
     python scripts/toy_lab.py rl BASE OUT --validation 300 ...   # probe on held-out training problems
 
