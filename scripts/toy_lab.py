@@ -496,6 +496,22 @@ def _check_rows(task: str, rng, labels: str, tok, wrong: float = 0.2,
     return ids, out
 
 
+def _drill_model(model: str, shape: dict):
+    """(the character tokenizer, the model a drill trains): `model` loaded, or with "fresh" a random
+    toy model of `shape` (ToyTraining fields); one thread, so that a drill can run beside a build."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from score_cli.toy_model import ToyTraining, build_char_tokenizer, tiny_causal_lm
+
+    torch.set_num_threads(1)
+    tok = build_char_tokenizer()
+    if model == "fresh":
+        t = ToyTraining(**shape)
+        return tok, tiny_causal_lm(tok, hidden=t.hidden, layers=t.layers, heads=t.heads)
+    return tok, AutoModelForCausalLM.from_pretrained(model)
+
+
 def check_drill(model: str, task: str, labels: str, steps: int, lr: float, batch: int, every: int,
                 shape: dict, wrong: float = 0.2, save: str | None = None, n: int = 200,
                 data: dict | None = None) -> None:
@@ -507,17 +523,10 @@ def check_drill(model: str, task: str, labels: str, steps: int, lr: float, batch
     import random
 
     import torch
-    from transformers import AutoModelForCausalLM
 
-    from score_cli.toy_model import ToyTraining, _padded, build_char_tokenizer, tiny_causal_lm
+    from score_cli.toy_model import _padded
 
-    torch.set_num_threads(1)
-    tok = build_char_tokenizer()
-    if model == "fresh":
-        t = ToyTraining(**shape)
-        lm = tiny_causal_lm(tok, hidden=t.hidden, layers=t.layers, heads=t.heads)
-    else:
-        lm = AutoModelForCausalLM.from_pretrained(model)
+    tok, lm = _drill_model(model, shape)
     test = [_check_rows(task, random.Random(10_000 + j), "verdict", tok, data=data) for j in range(n)]
     ok_id, no_id = tok.convert_tokens_to_ids("o"), tok.convert_tokens_to_ids("n")
 
@@ -572,19 +581,12 @@ def nines_drill(model: str, steps: int, lr: float, batch: int, every: int, shape
     import random
 
     import torch
-    from transformers import AutoModelForCausalLM
 
     from score_cli.rollout import generate_batch
     from score_cli.tasks.toy_task import NoisySolver, toy_problems
-    from score_cli.toy_model import ToyTraining, _padded, build_char_tokenizer, tiny_causal_lm
+    from score_cli.toy_model import _padded
 
-    torch.set_num_threads(1)
-    tok = build_char_tokenizer()
-    if model == "fresh":
-        t = ToyTraining(**shape)
-        lm = tiny_causal_lm(tok, hidden=t.hidden, layers=t.layers, heads=t.heads)
-    else:
-        lm = AutoModelForCausalLM.from_pretrained(model)
+    tok, lm = _drill_model(model, shape)
     solver = NoisySolver(drop=0.1, slip=0.15)
     rng = random.Random(0)
     test = [_nines_row(p, solver, rng) for p in toy_problems("test", n=n)]
