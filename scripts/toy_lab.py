@@ -746,11 +746,12 @@ def curve(out: str, seed: int, data: dict, training: dict, every: int, n: int = 
     train_toy_model(out, seed=seed, data=toy_data, training=toy_training, on_step=on_step, log_every=0)
 
 
-def validation_probe(model: Path, stage_dir: Path, seed: int, out: Path | None = None) -> dict[str, float]:
+def validation_probe(model: Path, stage_dir: Path, seed: int, out: Path | None = None,
+                     review_kind: str = "lines") -> dict[str, float]:
     """`probe`'s columns on the validation split: the training problems the RL run in `stage_dir`
     held out (`heldout_problems`, never trained on), 4 samples each like the test probe, evaluated
     into `out` (default MODEL/val-eval). Settings are chosen on these; the test split is kept for
-    the final table."""
+    the final table. `review_kind`: the check the second attempts open with, if any (`ToyData`)."""
     from score_cli.demo import ensure_eval
     from score_cli.models import read_run_record
     from score_cli.tasks.toy_task import toy_problems
@@ -762,7 +763,7 @@ def validation_probe(model: Path, stage_dir: Path, seed: int, out: Path | None =
         _write_problems(problems, [p for p in toy_problems("train", seed=seed) if p.id in ids])
     metrics = ensure_eval(model, out, seed=seed, data=str(problems))
     row = {name: metrics[key]["value"] for name, key in COLUMNS}
-    row.update(retry_accuracy(out / "samples.jsonl"))
+    row.update(retry_accuracy(out / "samples.jsonl", review_kind))
     (out / "validation.json").write_text(json.dumps(row, indent=1))
     return row
 
@@ -908,6 +909,10 @@ def main(argv: list[str]) -> None:
     vp = sub.add_parser("val-probe", help="probe a score stage1/stage2 output on the problems its run held out")
     vp.add_argument("models", nargs="+", help="output directories of runs with heldout_problems > 0")
     vp.add_argument("--seed", type=int, default=0, help="sampling seed (the log uses the run's seed)")
+    vp.add_argument("--run", help="probe the models on the problems this run held out (e.g. its base, into "
+                    "RUN/../base-val-eval) instead of each model's own run")
+    vp.add_argument("--review-kind", choices=["lines", "nines"], default="lines",
+                    help="the check the second attempts open with, for the rev columns (a base built with review)")
     args = ap.parse_args(argv)
     if args.eval_tokens:
         from dataclasses import replace
@@ -958,7 +963,9 @@ def main(argv: list[str]) -> None:
         return extend(args.base, args.out, args.steps, args.lr, json.loads(args.data), args.snapshots, args.seed)
     if args.cmd == "val-probe":
         for m in args.models:
-            print(m, validation_probe(Path(m), Path(m), args.seed))
+            run = Path(args.run or m)
+            out = run.parent / "base-val-eval" if args.run else None
+            print(m, validation_probe(Path(m), run, args.seed, out, review_kind=args.review_kind))
         return None
     if args.cmd == "rl":
         logging.basicConfig(level=logging.WARNING)
