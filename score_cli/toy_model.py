@@ -33,6 +33,7 @@ from score_cli.environment import cpu_kernels, cpu_name, package_versions
 from score_cli.errors import ScoreError
 from score_cli.tasks.base import Problem
 from score_cli.tasks.toy_task import (
+    CHECKS,
     GOLD,
     TOY_INSTRUCTION,
     NoisySolver,
@@ -40,11 +41,7 @@ from score_cli.tasks.toy_task import (
     answer_of,
     draw_problem,
     first_different_line,
-    nines,
     question_text,
-)
-from score_cli.tasks.toy_task import (
-    review as review_of,
 )
 
 log = logging.getLogger(__name__)
@@ -230,8 +227,8 @@ class ToyData:
             raise ValueError("copy_slip garbles a short copy's answer: it needs short_copy")
         if not 0.0 <= self.copy_slip <= 1.0:
             raise ValueError(f"copy_slip is a probability, got {self.copy_slip}")
-        if self.review_kind not in ("lines", "nines"):
-            raise ValueError(f"review_kind is 'lines' or 'nines', got {self.review_kind!r}")
+        if self.review_kind not in CHECKS:
+            raise ValueError(f"review_kind is one of {', '.join(CHECKS)}, got {self.review_kind!r}")
         if not 0.0 <= self.recheck <= 1.0:
             raise ValueError(f"recheck is a probability, got {self.recheck}")
         if self.recheck and (self.max_attempts > 2 or self.review or self.retry_marker):
@@ -278,10 +275,7 @@ class ToyData:
 
     def _with_review(self, previous: str, attempt: str, problem: tuple[int, str, int]) -> str:
         """`attempt`, opened with the check of `previous` when `review` is on."""
-        if not self.review:
-            return attempt
-        check = nines if self.review_kind == "nines" else review_of
-        return f"{check(previous, *problem)}\n{attempt}"
+        return f"{CHECKS[self.review_kind](previous, *problem)}\n{attempt}" if self.review else attempt
 
     def _next_attempt(self, previous: str, problem: tuple[int, str, int], rng: random.Random):
         """(copied, the next attempt, lines kept or None): a copy of `previous` with probability

@@ -35,6 +35,7 @@ import logging
 import sys
 from pathlib import Path
 
+from score_cli.tasks.toy_task import CHECKS
 from score_cli.toy_selection import is_keep as _is_keep
 from score_cli.toy_selection import retry_quality as fresh  # the name the log's commands use
 from score_cli.toy_selection import selection_problems
@@ -51,9 +52,9 @@ def retry_accuracy(samples: Path, review_kind: str = "lines") -> dict[str, float
     far more often after a right y1 than after a wrong one. With a review in attempt 2 (`ToyData.review`),
     also how right its check of y1 is: "rev" the share of checks equal to the true one, "rev|R" of
     right first attempts checked all "ok", "rev|W" of wrong ones given at least one "no"."""
-    from score_cli.tasks.toy_task import REVIEW_HEAD, nines, review, solution_part, split_review
+    from score_cli.tasks.toy_task import REVIEW_HEAD, solution_part, split_review
 
-    check = nines if review_kind == "nines" else review
+    check = CHECKS[review_kind]
 
     right, wrong = [0, 0], [0, 0]
     seen = {True: [0, 0], False: [0, 0]}  # first attempt right/wrong -> [answer changed, all]
@@ -169,10 +170,11 @@ def probe(model: str, seed: int = 0, validation: int = 0, select: int = 0, limit
         kind = f"{kind}{limit}"
     metrics = ensure_eval(Path(model), Path(model) / f"{kind}-eval", seed=seed, data=data, limit=limit)
     row = {name: metrics[key]["value"] for name, key in COLUMNS}
-    record = Path(model) / "toy_model.json"
-    data = json.loads(record.read_text()).get("data", {}) if record.exists() else {}
-    review_kind = data.get("review_kind", "lines")
-    row.update(retry_accuracy(Path(model) / f"{kind}-eval" / "samples.jsonl", review_kind))
+    from score_cli.toy_model import RECORD_FILE
+
+    record = Path(model) / RECORD_FILE  # the base's data says which check its second attempts open with
+    built = json.loads(record.read_text()).get("data", {}) if record.exists() else {}
+    row.update(retry_accuracy(Path(model) / f"{kind}-eval" / "samples.jsonl", built.get("review_kind", "lines")))
     if select:
         row.update(fresh(Path(model) / f"{kind}-eval" / "samples.jsonl"))
     (Path(model) / f"{kind}.json").write_text(json.dumps(row, indent=1))
@@ -572,6 +574,7 @@ def _nines_row(problem, solver, rng) -> tuple[str, str, bool]:
     check = nines(y1, a, op, b).split("\n")[1:-1]
     return f"{problem.question}\n{y1}\nCheck:\n", "\n".join(check), stated_answer(y1) == problem.answer
 
+
 def nines_drill(model: str, steps: int, lr: float, batch: int, every: int, shape: dict, n: int = 200,
                 temperature: float = 0.0) -> None:
     """Can the toy model learn casting out nines? Train `model` ("fresh": a random toy model of
@@ -581,6 +584,7 @@ def nines_drill(model: str, steps: int, lr: float, batch: int, every: int, shape
     import random
 
     import torch
+    from transformers import GenerationConfig
 
     from score_cli.rollout import generate_batch
     from score_cli.tasks.toy_task import NoisySolver, toy_problems
@@ -590,14 +594,13 @@ def nines_drill(model: str, steps: int, lr: float, batch: int, every: int, shape
     solver = NoisySolver(drop=0.1, slip=0.15)
     rng = random.Random(0)
     test = [_nines_row(p, solver, rng) for p in toy_problems("test", n=n)]
+    inputs = [tok(c, add_special_tokens=False)["input_ids"] for c, _, _ in test]
     train_problems = toy_problems("train")
-    from transformers import GenerationConfig
     sampled = {"do_sample": True, "temperature": temperature, "top_k": 0} if temperature else {"do_sample": False}
     gen = GenerationConfig(max_new_tokens=110, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, **sampled)
 
     def report() -> str:
         lm.eval()
-        inputs = [tok(c, add_special_tokens=False)["input_ids"] for c, _, _ in test]
         with torch.no_grad():
             outs = generate_batch(lm, inputs, pad_id=tok.pad_token_id, eos_ids=[tok.eos_token_id],
                                   generation_config=gen)[0]
@@ -682,6 +685,7 @@ def baseline_snr(t1: float, redo_right: float, keep_slip: float, a: float, b: fl
         out[mode] = (float(g[:, 0].mean() / g[:, 0].std()), float(g[:, 1].mean() / g[:, 1].std()))
     return out
 
+
 def decisions(paths: list[str]) -> None:
     """Does a reviewed second attempt act on its check? For each evaluation's samples (two
     attempts, `ToyData.review` with `retry_marker` "Redo:", or `review_kind` "nines" with short
@@ -694,12 +698,11 @@ def decisions(paths: list[str]) -> None:
 
     for path in paths:
         cells: dict[tuple[str, str, str], list[int]] = {}
-        rows = list(read_jsonl(path))
-        chains = [split_review(y2["text"]) for row in rows for _, y2 in row["chains"]]
+        chains = [(y1, y2, *split_review(y2["text"])) for row in read_jsonl(path) for y1, y2 in row["chains"]]
         # With the retry marker a new try opens with "Redo:" and anything else keeps y1; without it
         # (`review_kind` "nines" on the default data) a keep is a short copy, y1's final-answer line.
-        marker = any(solution.lstrip().startswith("Redo:") for _, solution in chains)
-        for (check, solution), (y1, y2) in zip(chains, (c for row in rows for c in row["chains"]), strict=True):
+        marker = any(solution.lstrip().startswith("Redo:") for *_, solution in chains)
+        for y1, y2, check, solution in chains:
             opening = solution.lstrip()
             keep = not opening.startswith("Redo:") if marker else opening.startswith("The final answer")
             key = ("right" if y1["correct"] else "wrong", "no" if " no" in check else "ok",
@@ -911,7 +914,7 @@ def main(argv: list[str]) -> None:
     vp.add_argument("--seed", type=int, default=0, help="sampling seed (the log uses the run's seed)")
     vp.add_argument("--run", help="probe the models on the problems this run held out (e.g. its base, into "
                     "RUN/../base-val-eval) instead of each model's own run")
-    vp.add_argument("--review-kind", choices=["lines", "nines"], default="lines",
+    vp.add_argument("--review-kind", choices=sorted(CHECKS), default="lines",
                     help="the check the second attempts open with, for the rev columns (a base built with review)")
     args = ap.parse_args(argv)
     if args.eval_tokens:

@@ -200,7 +200,6 @@ def test_review_checks_each_column_against_the_lines_above_it():
     assert metrics_from_rows(rows)["zero_edit(t1,t2)"]["value"] == 0.0
 
 
-
 def test_nines_checks_the_stated_answer_by_digit_sums():
     """Casting out nines: each number's digit sum under 9, the operation on the residues, the
     stated answer's residue compared by a subtraction; a right answer always passes, the solver's
@@ -230,6 +229,7 @@ def test_nines_checks_the_stated_answer_by_digit_sums():
         assert r["y2"] == f"{nines(p['y1'], a, op, b)}\n{p['y2']}"
     with pytest.raises(ValueError, match="review_kind"):
         ToyData(review=True, review_kind="sums")
+
 
 def test_reviewed_second_attempts_render_like_the_rollout():
     """With review every later attempt opens with the true check of the attempt before it; what

@@ -259,27 +259,30 @@ def nines(solution: str, a: int, op: str, b: int) -> str:
     stated = re.findall(r"\$(-?\d+)\$", solution)
     if not stated or stated[-1].startswith("-"):
         return "\n".join([REVIEW_HEAD, "no", REVIEW_END])
-    claimed = int(stated[-1])
 
-    def residue(n: int) -> tuple[str, int]:
-        digits = [int(d) for d in str(n)]
-        s = sum(digits)
-        line = "+".join(map(str, digits)) + f"={s}"
+    def under_nine(line: str, s: int) -> tuple[str, int]:  # 9 taken off, a step each, until under 9
         while s >= 9:
             line, s = line + f" {s}-9={s - 9}", s - 9
         return line, s
 
-    (la, ra), (lb, rb), (lc, rc) = residue(a), residue(b), residue(claimed)
+    def residue(n: int) -> tuple[str, int]:
+        digits = [int(d) for d in str(n)]
+        return under_nine("+".join(map(str, digits)) + f"={sum(digits)}", sum(digits))
+
+    (la, ra), (lb, rb), (lc, rc) = residue(a), residue(b), residue(int(stated[-1]))
     if op == "+":
-        t, lo = ra + rb, f"{ra}+{rb}={ra + rb}"
-        while t >= 9:
-            lo, t = lo + f" {t}-9={t - 9}", t - 9
+        lo, t = under_nine(f"{ra}+{rb}={ra + rb}", ra + rb)
     else:
         t = ra - rb if ra >= rb else ra + 9 - rb
         lo = f"{ra}-{rb}={t}" if ra >= rb else f"{ra}+9-{rb}={t}"
     top = t if t >= rc else t + 10
     verdict = "ok" if t == rc else "no"
     return "\n".join([REVIEW_HEAD, la, lb, lo, lc, f"{top}-{rc}={top - rc} {verdict}", REVIEW_END])
+
+
+# The checks a second attempt can open with (`ToyData.review_kind`), by name.
+CHECKS = {"lines": review, "nines": nines}
+
 
 def _result(step: str) -> str | None:
     """What a column step wrote ("17" of "8+9=17"); None for what is not a step."""
