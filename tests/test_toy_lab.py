@@ -113,3 +113,38 @@ def test_validation_problems_are_those_the_rl_run_with_that_seed_holds_out():
         held = {p.id for p in heldout_split(problems, 50, seed)[1]}
         assert {p.id for p in toy_lab.validation_problems(50, seed)} == held
     assert {p.id for p in toy_lab.validation_problems(50, 0)} != {p.id for p in toy_lab.validation_problems(50, 3)}
+
+
+def test_baseline_snr_finds_the_discriminating_gradient_only_where_y1_carries_a_signal():
+    # b = 0: the redo rate ignores the signal, so "redo when y1 looks wrong" has a zero-mean
+    # gradient when the signal says nothing (d = 0) and a clearly positive one when it separates.
+    blind = toy_lab.baseline_snr(0.75, 0.85, 0.08, a=1.0, b=0.0, d=0.0, steps=400)
+    seeing = toy_lab.baseline_snr(0.75, 0.85, 0.08, a=1.0, b=0.0, d=3.0, steps=400)
+    assert set(blind) == {"rloo", "cond", "pair", "tree"}
+    assert all(abs(snr_b) < 0.15 for _, snr_b in blind.values())
+    assert all(snr_b > 1.0 for _, snr_b in seeing.values())
+    assert max(seeing, key=lambda mode: seeing[mode][1]) == "rloo"  # section 37's finding
+    # "Redo more" points the way a redo beats a keep: up for a good redo, down for a weak one
+    # against a faithful keep.
+    assert all(snr_a > 0.5 for snr_a, _ in seeing.values())
+    weak_redo = toy_lab.baseline_snr(0.75, 0.3, 0.0, a=0.0, b=0.0, d=0.0, steps=400)
+    assert all(snr_a < -1.0 for snr_a, _ in weak_redo.values())
+
+
+def test_decisions_splits_checked_second_attempts_by_y1_verdict_and_keep(tmp_path, capsys):
+    from score_cli.tasks.toy_task import nines
+
+    right = GOLD.solve(482, "+", 397)
+    wrong = "2+7=9 9\n8+9=16 69\n4+3+1=8 869\nThe final answer is $869$."
+    keep_right, keep_wrong = "The final answer is $879$.", "The final answer is $869$."
+    ok, no = nines(right, 482, "+", 397), nines(wrong, 482, "+", 397)
+    assert ok.splitlines()[-2].endswith("ok") and no.splitlines()[-2].endswith("no")
+    chains = [(right, f"{ok}\n{keep_right}"), (right, f"{ok}\n{keep_right}"), (right, f"{no}\n{wrong}"),
+              (wrong, f"{no}\n{right}"), (wrong, f"{ok}\n{keep_wrong}")]
+    row = {"question": "482+397=?", "chains": [[attempt(a, "879"), attempt(b, "879")] for a, b in chains]}
+    samples = tmp_path / "samples.jsonl"
+    samples.write_text(json.dumps(row) + "\n")
+    toy_lab.decisions([str(samples)])
+    table = capsys.readouterr().out.splitlines()[2:]
+    assert table == ["right | no | redo | 1 | 0.0", "right | ok | keep | 2 | 100.0",
+                     "wrong | no | redo | 1 | 100.0", "wrong | ok | keep | 1 | 0.0"]
