@@ -613,7 +613,7 @@ def nines_drill(model: str, steps: int, lr: float, batch: int, every: int, shape
             for got, want in zip(said, check.splitlines(), strict=False):
                 lines += 1
                 lines_ok += got == want
-            verdict_no = bool(said) and len(said) >= 5 and said[4].endswith(" no")
+            verdict_no = len(said) >= 5 and said[4].endswith(" no")
             if right:
                 r += 1
                 no_r += verdict_no

@@ -245,7 +245,6 @@ def review(solution: str, a: int, op: str, b: int) -> str:
     return "\n".join([*out, REVIEW_END])
 
 
-
 def nines(solution: str, a: int, op: str, b: int) -> str:
     """A check of the answer `solution` states by casting out nines, in the solver's own small steps:
     each number's digit sum brought under 9 ("4+8+2=14 14-9=5"), the operation done on those residues,
