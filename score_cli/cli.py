@@ -647,6 +647,11 @@ def repro_cmd(
              "of score_cli/toy_selection.py, else build the next unused seed; or use every seed's base.")] = False,
     band_problems: Annotated[int, typer.Option(help="Selection problems in the --base-band probe (4 samples each).",
                                                min=100)] = 2000,
+    recipe: Annotated[str | None, typer.Option(
+        help=r"The RL and SFT settings of every method \[default: recipes/toy.yaml].")] = None,
+    learning_rate: Annotated[list[str] | None, typer.Option(
+        help="An RL method's own learning rate (Stage II's, or its one stage's) over the recipe's, as METHOD=LR; "
+             "repeat for several, e.g. --learning-rate 'SCoRe=2.5e-5' --learning-rate 'single-turn RL=1e-4'.")] = None,
 ) -> None:
     """The paper's comparison in the toy world: base, the RL ablations, SCoRe, and the SFT baselines."""
     from score_cli.repro import run_repro
@@ -678,8 +683,17 @@ def repro_cmd(
     from score_cli.toy_selection import BaseBand
 
     band = BaseBand(problems=band_problems) if base_band else None
+    rates = {}
+    for item in learning_rate or []:
+        method, _, value = item.rpartition("=")  # "SCoRe (alpha=0)=5e-5": the rate is after the last =
+        try:
+            rates[method.strip()] = float(value)
+        except ValueError:
+            raise ScoreError(f"--learning-rate {item!r} is not METHOD=LR: give e.g. --learning-rate 'SCoRe=2.5e-5'"
+                             ) from None
     run_repro(root, seeds=seed_list, base_dir=base, base_per_seed=base_per_seed and not base, steps=max_steps,
-              stage1_steps=stage1_steps, methods=chosen, data=data, band=band, on_step=announce,
+              stage1_steps=stage1_steps, methods=chosen, data=data, band=band, recipe=recipe,
+              learning_rates=rates, on_step=announce,
               callbacks=[training_progress()], progress=eval_progress)
     stdout.print((Path(root) / "results.md").read_text(), markup=False, highlight=False)
     stdout.print(f"wrote {root}/results.md, results.json, accuracy_per_attempt.png, training_curves.png")

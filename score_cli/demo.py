@@ -66,13 +66,30 @@ def ensure_base(root: Path, seed: int = 0, on_step: Callable[[str], None] = lamb
 
 
 def ensure_stage(stage: int, out: Path, *, recipe: str, callbacks=None, **request) -> Path:
+    """The stage run in `out`: reused when finished, resumed when started, trained otherwise. A run
+    there made with other settings than `request`'s overrides (another learning rate, seed, alpha,
+    ...) is an error, not silently reused or resumed with new ones."""
     record = read_run_record(out) if out.exists() else None
+    if record:
+        check_same_settings(out, record, request.get("overrides") or {})
     if record and record.get("finished"):
         return out
     resume = last_complete_checkpoint(out) is not None or record is not None
     run_stage(TrainRequest(stage=stage, recipe=recipe, output_dir=str(out), resume=resume, **request),
               callbacks=callbacks)
     return out
+
+
+def check_same_settings(out: Path, record: dict, overrides: dict) -> None:
+    """Refuse to reuse the run in `out` if its recorded config differs from `overrides`."""
+    import math
+
+    config = record.get("config") or {}
+    differs = [(k, config[k], v) for k, v in overrides.items() if k in config and v is not None and config[k] != v
+               and not (isinstance(v, float) and isinstance(config[k], float) and math.isclose(config[k], v))]
+    if differs:
+        what = ", ".join(f"{k} {old} (asked for {new})" for k, old, new in differs)
+        raise ScoreError(f"{out} holds a run trained with {what}: remove it or use another --root")
 
 
 def ensure_eval(model: Path, out: Path, *, seed: int = 0, progress=None, turns: int = 2,

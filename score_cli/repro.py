@@ -45,6 +45,11 @@ log = logging.getLogger(__name__)
 
 METHODS = ("base", "single-turn RL", "Stage II only", "SCoRe (alpha=0)", "SCoRe", "Pair-SFT", "STaR",
            "Stage I + STaR")
+RL_METHODS = ("single-turn RL", "Stage II only", "SCoRe (alpha=0)", "SCoRe")
+# Each RL method's own learning rate where it is not the recipe's Stage II rate (for a one-stage method
+# its only stage's, for a two-stage one its Stage II's; Stage I is shared and keeps the recipe's),
+# so that a rate chosen for SCoRe is not a rate its ablations never had. Empty: all at the recipe's.
+METHOD_LEARNING_RATES: dict[str, float] = {}
 PROBLEMS_PER_STEP = 16  # recipes/toy.yaml: 64 sequences per step, 4 rollouts per problem
 # The paper's columns, then the conditional rates that say *how* attempt 2 changes: an independent
 # retry fixes about as many wrong answers as it breaks right ones, a copy neither, a self-corrector
@@ -64,16 +69,18 @@ def recipe_steps(recipe: str) -> tuple[int, int]:
 
 
 def run_method(method: str, base: Path, root: Path, seed: int, recipe: str, steps: int, callbacks=None,
-               stage1_steps: int | None = None) -> Path:
+               stage1_steps: int | None = None, learning_rate: float | None = None) -> Path:
     """Train one method for one seed (reusing finished runs); returns the model to evaluate. `steps`:
-    Stage II's RL steps, and Stage I's unless `stage1_steps` is given."""
+    Stage II's RL steps, and Stage I's unless `stage1_steps` is given; `learning_rate`: an RL
+    method's Stage II (or only stage's) rate over the recipe's."""
     if method == "base":
         return base
     d = root / f"seed{seed}"
     common = {"recipe": recipe, "callbacks": callbacks}
     s1 = stage1_steps or steps
     total = s1 + steps  # as many steps as the two SCoRe stages together
-    one_stage = {"seed": seed, "max_steps": total}
+    lr = {"learning_rate": learning_rate} if learning_rate is not None else {}
+    one_stage = {"seed": seed, "max_steps": total, **lr}
     if method == "single-turn RL":
         return ensure_stage(2, d / "single-turn", model=str(base), overrides={**one_stage, "single_turn": True},
                             **common)
@@ -93,8 +100,8 @@ def run_method(method: str, base: Path, root: Path, seed: int, recipe: str, step
     alpha = 0.0 if method == "SCoRe (alpha=0)" else None
     name = "stage2-alpha0" if alpha == 0.0 else "stage2"
     extra = {"alpha": alpha} if alpha is not None else {}
-    return ensure_stage(2, d / name, from_checkpoint=str(stage1), overrides={"seed": seed, "max_steps": steps, **extra},
-                        **common)
+    return ensure_stage(2, d / name, from_checkpoint=str(stage1),
+                        overrides={"seed": seed, "max_steps": steps, **extra, **lr}, **common)
 
 
 def ensure_sft(out: Path, *, recipe: str, callbacks=None, **request) -> Path:
@@ -106,6 +113,19 @@ def ensure_sft(out: Path, *, recipe: str, callbacks=None, **request) -> Path:
         return out
     run_sft(SFTRequest(recipe=recipe, output_dir=str(out), resume=record is not None, **request), callbacks=callbacks)
     return out
+
+
+def method_learning_rates(asked: dict[str, float] | None = None) -> dict[str, float]:
+    """The RL methods' own learning rates over the recipe's: `asked` over `METHOD_LEARNING_RATES`.
+    A method that is not an RL method, or a rate that is not positive, is a one-line error."""
+    wrong = [m for m in asked or {} if m not in RL_METHODS]
+    if wrong:
+        raise ScoreError(f"--learning-rate names {', '.join(map(repr, wrong))}, which is not an RL method: give "
+                         f"one of {', '.join(RL_METHODS)}, e.g. --learning-rate 'SCoRe=2.5e-5'")
+    bad = [f"{m}={v}" for m, v in (asked or {}).items() if not v > 0]
+    if bad:
+        raise ScoreError(f"--learning-rate {', '.join(bad)}: a learning rate must be a positive number")
+    return {**METHOD_LEARNING_RATES, **(asked or {})}
 
 
 def check_methods(methods: Sequence[str]) -> tuple[str, ...]:
@@ -120,7 +140,8 @@ def check_methods(methods: Sequence[str]) -> tuple[str, ...]:
 def run_repro(root: str = "runs/repro", *, seeds: tuple[int, ...] = (0, 1, 2), base_dir: str | None = None,
               base_per_seed: bool | None = None, steps: int | None = None, stage1_steps: int | None = None,
               methods: Sequence[str] = METHODS,
-              data: ToyData | None = None, band: BaseBand | None = None,
+              data: ToyData | None = None, band: BaseBand | None = None, recipe: str | None = None,
+              learning_rates: dict[str, float] | None = None,
               on_step: Callable[[str], None] = lambda s: None, callbacks=None, progress=None) -> dict[str, Any]:
     """Train and evaluate each method for every seed; write results.md, results.json and plots.
 
@@ -130,8 +151,10 @@ def run_repro(root: str = "runs/repro", *, seeds: tuple[int, ...] = (0, 1, 2), b
     from `base_dir`, or from ROOT/base (seed 0) built once. `data`: the bases' toy data (default
     `DEFAULT_DATA`). `band`: keep a seed's base only if its probe on selection problems lands in the
     band, else build the next unused seed (`toy_selection.choose_bases`); the seeds kept are the ones
-    reported, and every try is in results.json."""
+    reported, and every try is in results.json. `recipe`: the RL and SFT settings (default
+    `recipes/toy.yaml`); `learning_rates`: RL methods' own Stage II rates over it (`method_learning_rates`)."""
     methods = check_methods(methods)
+    rates = method_learning_rates(learning_rates)
     if base_dir and base_per_seed:
         raise ScoreError("--base reuses one base model for every seed and --base-per-seed builds one per seed: "
                          "give one of them")
@@ -141,7 +164,11 @@ def run_repro(root: str = "runs/repro", *, seeds: tuple[int, ...] = (0, 1, 2), b
     if data and base_dir:
         raise ScoreError("--data-json builds new bases and --base reuses one: give one of them")
     out = Path(root)
-    recipe = recipe_path("toy.yaml")
+    recipe = recipe or recipe_path("toy.yaml")
+    from score_cli.train import read_recipe, stage_recipe
+
+    recipe_rate = stage_recipe(*read_recipe(recipe), 2).get("learning_rate")
+    used_rates = {m: rates.get(m, recipe_rate) for m in methods if m in RL_METHODS}
     if steps is None:  # the recipe's, Stage I's included unless given
         stage1, steps = recipe_steps(recipe)
         stage1_steps = stage1_steps or stage1
@@ -165,14 +192,15 @@ def run_repro(root: str = "runs/repro", *, seeds: tuple[int, ...] = (0, 1, 2), b
         base = shared or chosen.get(seed) or build(out / f"seed{seed}" / "base", seed)
         for method in methods:
             on_step(f"seed {seed}: {method}")
-            model = run_method(method, base, out, seed, recipe, steps, callbacks, stage1_steps)
+            model = run_method(method, base, out, seed, recipe, steps, callbacks, stage1_steps, rates.get(method))
             tag = method.replace(" ", "-").replace("(", "").replace(")", "").replace("=", "")
             results[method][seed] = ensure_eval(model, out / f"seed{seed}" / f"eval-{tag}", seed=seed,
                                                 progress=progress)
     summary = summarise(results)
     atomic_write_json(out / "results.json", {"seeds": list(seeds), "steps_per_stage": steps,
                                              **({"stage1_steps": stage1_steps} if stage1_steps else {}),
-                                             "summary": summary,
+                                             "summary": summary, "recipe": recipe,
+                                             "learning_rates": used_rates,
                                              "base_per_seed": base_per_seed,
                                              **({"data": asdict(data)} if data else {}),
                                              **({"base_selection": selection} if selection else {}),
@@ -180,7 +208,8 @@ def run_repro(root: str = "runs/repro", *, seeds: tuple[int, ...] = (0, 1, 2), b
                                              "seconds_this_invocation": round(time.perf_counter() - started),
                                              "per_seed": {m: {str(s): _values(v) for s, v in r.items()}
                                                           for m, r in results.items()}})
-    atomic_write_text(out / "results.md", markdown_table(summary, seeds, steps, base_per_seed, selection, stage1_steps))
+    atomic_write_text(out / "results.md", markdown_table(summary, seeds, steps, base_per_seed, selection, stage1_steps,
+                                                         used_rates if rates else None))
     plot_accuracy(summary, out / "accuracy_per_attempt.png")
     plot_training(out, seeds, out / "training_curves.png", methods)
     return summary
@@ -203,7 +232,8 @@ def summarise(results: dict[str, dict[int, dict]]) -> dict[str, dict[str, tuple[
 
 
 def markdown_table(summary: dict, seeds, steps: int, base_per_seed: bool = True,
-                   selection: dict | None = None, stage1_steps: int | None = None) -> str:
+                   selection: dict | None = None, stage1_steps: int | None = None,
+                   rates: dict[str, float | None] | None = None) -> str:
     names = (c.replace("|", "\\|") for c, _ in COLUMNS)  # a bare | would split the markdown column
     head = "| method | " + " | ".join(names) + " |\n|---|" + "---|" * len(COLUMNS) + "\n"
     rows = "".join(
@@ -225,6 +255,9 @@ def markdown_table(summary: dict, seeds, steps: int, base_per_seed: bool = True,
                  "band (score_cli/toy_selection.py); "
                  + ("rejected: " + "; ".join(f"seed {t['seed']} ({', '.join(t['why'])})" for t in rejected) + ".\n"
                     if rejected else "none rejected.\n"))
+    if rates:  # only when some method has its own
+        note += ("Learning rates (Stage II's, or the one stage's; Stage I's is the recipe's): "
+                 + ", ".join(f"{m} {v:g}" if v else f"{m} the config's default" for m, v in rates.items()) + ".\n")
     return head + rows + note
 
 

@@ -191,6 +191,10 @@ def test_report_on_malformed_files(tmp_path):
     (["--base-band", "--one-base"], "--base-band chooses a base per seed"),
     (["--seeds", "0,x"], "--seeds '0,x' is not a comma-separated list of integers"),
     (["--seeds", "1,1"], "no seed twice"),
+    (["--learning-rate", "SCoRe"], "--learning-rate 'SCoRe' is not METHOD=LR"),
+    (["--learning-rate", "STaR=1e-4"], "'STaR', which is not an RL method"),
+    (["--learning-rate", "SCoRe=0"], "a learning rate must be a positive number"),
+    (["--recipe", "no/such.yaml"], "recipe no/such.yaml does not exist"),
 ])
 def test_repro_refuses_bad_options_before_building_anything(tmp_path, monkeypatch, args, match):
     monkeypatch.setattr("score_cli.toy_model.train_toy_model",

@@ -216,3 +216,49 @@ def test_repro_takes_stage_one_steps_from_the_recipe_unless_told(tmp_path, recor
     recorder.clear()  # --max-steps alone: that many in each stage, whatever the recipe's sections say
     repro.run_repro(str(tmp_path / "b"), seeds=(0,), base_dir=str(tmp_path / "base"), steps=3, methods=("SCoRe",))
     assert {c["out"].name: c["overrides"]["max_steps"] for c in recorder} == {"stage1": 3, "stage2": 3}
+
+
+def test_repro_trains_each_rl_method_at_its_own_learning_rate_and_says_so(tmp_path, recorder):
+    """A rate chosen for SCoRe's Stage II must not be one its ablations never had: each RL method takes
+    its own (Stage II's, or its one stage's), Stage I and the SFT methods keep the recipe's."""
+    rates = {"SCoRe": 2.5e-5, "SCoRe (alpha=0)": 5e-5, "single-turn RL": 1e-4}
+    repro.run_repro(str(tmp_path), seeds=(0,), base_dir=str(tmp_path / "base"), steps=2, learning_rates=rates)
+    by_run = {c["out"].name: c["overrides"] for c in recorder}
+    assert by_run["stage2"]["learning_rate"] == 2.5e-5 and by_run["stage2-alpha0"]["learning_rate"] == 5e-5
+    assert by_run["single-turn"]["learning_rate"] == 1e-4
+    assert all("learning_rate" not in by_run[n] for n in ("stage2-only", "stage1", "pair-sft", "star", "stage1-star"))
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved["learning_rates"] == {"single-turn RL": 1e-4, "Stage II only": 1e-4, "SCoRe (alpha=0)": 5e-5,
+                                       "SCoRe": 2.5e-5}  # Stage II only: the recipe's
+    assert ("Learning rates (Stage II's, or the one stage's; Stage I's is the recipe's): single-turn RL 0.0001, "
+            "Stage II only 0.0001, SCoRe (alpha=0) 5e-05, SCoRe 2.5e-05.") in (tmp_path / "results.md").read_text()
+    recorder.clear()  # none asked for: no override, and the table does not mention rates
+    repro.run_repro(str(tmp_path / "plain"), seeds=(0,), base_dir=str(tmp_path / "base"), steps=2,
+                    methods=("SCoRe",))
+    assert all("learning_rate" not in c["overrides"] for c in recorder)
+    assert "Learning rates" not in (tmp_path / "plain" / "results.md").read_text()
+    with pytest.raises(repro.ScoreError, match="'Pair-SFT', which is not an RL method"):
+        repro.run_repro(str(tmp_path / "x"), seeds=(0,), base_dir=str(tmp_path / "base"),
+                        learning_rates={"Pair-SFT": 1e-4})
+
+
+def test_a_run_made_with_other_settings_is_refused_not_reused(tmp_path, monkeypatch):
+    """repro and demo reuse finished runs; one trained at another learning rate (or seed, alpha, ...)
+    must not stand in for the run asked for, nor be resumed with new settings."""
+    trained: list = []
+    monkeypatch.setattr(demo, "run_stage", lambda req, callbacks=None: trained.append(req))
+    out = tmp_path / "stage2"
+    out.mkdir()
+    record = {"stage": 2, "finished": True, "config": {"seed": 0, "max_steps": 40, "learning_rate": 1e-4, "alpha": 10.0}}
+    (out / "score_run.json").write_text(json.dumps(record))
+    same = {"seed": 0, "max_steps": 40, "learning_rate": 0.0001}
+    assert demo.ensure_stage(2, out, recipe="r.yaml", overrides=same) == out and not trained
+    with pytest.raises(demo.ScoreError, match=r"trained with learning_rate 0.0001 \(asked for 2.5e-05\): remove it"):
+        demo.ensure_stage(2, out, recipe="r.yaml", overrides={**same, "learning_rate": 2.5e-5})
+    record["finished"] = False  # a started run is not resumed with another alpha either
+    (out / "score_run.json").write_text(json.dumps(record))
+    with pytest.raises(demo.ScoreError, match=r"alpha 10.0 \(asked for 0.0\)"):
+        demo.ensure_stage(2, out, recipe="r.yaml", overrides={**same, "alpha": 0.0})
+    assert not trained
+    demo.ensure_stage(2, out, recipe="r.yaml", overrides=same)  # same settings: resumed
+    assert len(trained) == 1 and trained[0].resume
