@@ -170,11 +170,7 @@ def probe(model: str, seed: int = 0, validation: int = 0, select: int = 0, limit
         kind = f"{kind}{limit}"
     metrics = ensure_eval(Path(model), Path(model) / f"{kind}-eval", seed=seed, data=data, limit=limit)
     row = {name: metrics[key]["value"] for name, key in COLUMNS}
-    from score_cli.toy_model import RECORD_FILE
-
-    record = Path(model) / RECORD_FILE  # the base's data says which check its second attempts open with
-    built = json.loads(record.read_text()).get("data", {}) if record.exists() else {}
-    row.update(retry_accuracy(Path(model) / f"{kind}-eval" / "samples.jsonl", built.get("review_kind", "lines")))
+    row.update(retry_accuracy(Path(model) / f"{kind}-eval" / "samples.jsonl", recorded_review_kind(Path(model))))
     if select:
         row.update(fresh(Path(model) / f"{kind}-eval" / "samples.jsonl"))
     (Path(model) / f"{kind}.json").write_text(json.dumps(row, indent=1))
@@ -749,12 +745,29 @@ def curve(out: str, seed: int, data: dict, training: dict, every: int, n: int = 
     train_toy_model(out, seed=seed, data=toy_data, training=toy_training, on_step=on_step, log_every=0)
 
 
+def recorded_review_kind(model: Path) -> str:
+    """The check a model's second attempts open with ("lines" unless its toy data says otherwise):
+    from its own toy record (a base), else from that of the base its run record names (a stage's
+    output), so that a probe of a trained model reads its second attempts as its base wrote them."""
+    from score_cli.models import read_run_record
+    from score_cli.toy_model import RECORD_FILE
+
+    record = model / RECORD_FILE
+    if not record.exists():
+        run = read_run_record(model) or {}
+        base = run.get("base_model")
+        record = Path(run.get("cwd", ".")) / base / RECORD_FILE if base else record
+    built = json.loads(record.read_text()).get("data", {}) if record.exists() else {}
+    return built.get("review_kind", "lines")
+
+
 def validation_probe(model: Path, stage_dir: Path, seed: int, out: Path | None = None,
-                     review_kind: str = "lines") -> dict[str, float]:
+                     review_kind: str | None = None) -> dict[str, float]:
     """`probe`'s columns on the validation split: the training problems the RL run in `stage_dir`
     held out (`heldout_problems`, never trained on), 4 samples each like the test probe, evaluated
     into `out` (default MODEL/val-eval). Settings are chosen on these; the test split is kept for
-    the final table. `review_kind`: the check the second attempts open with, if any (`ToyData`)."""
+    the final table. `review_kind`: the check the second attempts open with, if any (`ToyData`;
+    default: the one the model's base was built with, `recorded_review_kind`)."""
     from score_cli.demo import ensure_eval
     from score_cli.models import read_run_record
     from score_cli.tasks.toy_task import toy_problems
@@ -766,7 +779,7 @@ def validation_probe(model: Path, stage_dir: Path, seed: int, out: Path | None =
         _write_problems(problems, [p for p in toy_problems("train", seed=seed) if p.id in ids])
     metrics = ensure_eval(model, out, seed=seed, data=str(problems))
     row = {name: metrics[key]["value"] for name, key in COLUMNS}
-    row.update(retry_accuracy(out / "samples.jsonl", review_kind))
+    row.update(retry_accuracy(out / "samples.jsonl", review_kind or recorded_review_kind(model)))
     (out / "validation.json").write_text(json.dumps(row, indent=1))
     return row
 
@@ -914,8 +927,9 @@ def main(argv: list[str]) -> None:
     vp.add_argument("--seed", type=int, default=0, help="sampling seed (the log uses the run's seed)")
     vp.add_argument("--run", help="probe the models on the problems this run held out (e.g. its base, into "
                     "RUN/../base-val-eval) instead of each model's own run")
-    vp.add_argument("--review-kind", choices=sorted(CHECKS), default="lines",
-                    help="the check the second attempts open with, for the rev columns (a base built with review)")
+    vp.add_argument("--review-kind", choices=sorted(CHECKS),
+                    help="the check the second attempts open with, for the rev columns (default: the one the "
+                         "model's base was built with, read through its run record)")
     args = ap.parse_args(argv)
     if args.eval_tokens:
         from dataclasses import replace

@@ -249,7 +249,8 @@ def test_a_run_made_with_other_settings_is_refused_not_reused(tmp_path, monkeypa
     monkeypatch.setattr(demo, "run_stage", lambda req, callbacks=None: trained.append(req))
     out = tmp_path / "stage2"
     out.mkdir()
-    record = {"stage": 2, "finished": True, "config": {"seed": 0, "max_steps": 40, "learning_rate": 1e-4, "alpha": 10.0}}
+    config = {"seed": 0, "max_steps": 40, "learning_rate": 1e-4, "alpha": 10.0}
+    record = {"stage": 2, "finished": True, "config": config}
     (out / "score_run.json").write_text(json.dumps(record))
     same = {"seed": 0, "max_steps": 40, "learning_rate": 0.0001}
     assert demo.ensure_stage(2, out, recipe="r.yaml", overrides=same) == out and not trained

@@ -148,3 +148,17 @@ def test_decisions_splits_checked_second_attempts_by_y1_verdict_and_keep(tmp_pat
     table = capsys.readouterr().out.splitlines()[2:]
     assert table == ["right | no | redo | 1 | 0.0", "right | ok | keep | 2 | 100.0",
                      "wrong | no | redo | 1 | 100.0", "wrong | ok | keep | 1 | 0.0"]
+
+
+def test_recorded_review_kind_reads_a_stage_outputs_base_through_its_run_record(tmp_path):
+    """A probe of a trained model reads its second attempts by the check its base was built with."""
+    base, stage, plain = tmp_path / "base", tmp_path / "stage2", tmp_path / "other"
+    for d in (base, stage, plain):
+        d.mkdir()
+    (base / "toy_model.json").write_text(json.dumps({"seed": 0, "data": {"review_kind": "nines"}}))
+    (stage / "score_run.json").write_text(json.dumps({"stage": 2, "base_model": "base", "cwd": str(tmp_path)}))
+    assert toy_lab.recorded_review_kind(base) == "nines"
+    assert toy_lab.recorded_review_kind(stage) == "nines"
+    assert toy_lab.recorded_review_kind(plain) == "lines"  # no record at all: the default check
+    (base / "toy_model.json").write_text(json.dumps({"seed": 0, "data": {}}))
+    assert toy_lab.recorded_review_kind(stage) == "lines"
