@@ -18,7 +18,7 @@ from score_cli.errors import ScoreError
 from score_cli.evaluate import METRICS_FILE, EvalConfig, evaluate
 from score_cli.models import read_run_record
 from score_cli.rollout import Decoding
-from score_cli.train import TrainRequest, last_complete_checkpoint, run_stage
+from score_cli.train import TrainRequest, last_complete_checkpoint, load_recipe, run_stage
 
 if TYPE_CHECKING:
     from score_cli.toy_model import ToyData
@@ -26,6 +26,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
+# Recipe fields that do not change what a run trains, so a finished run is reused whatever they say.
+NOT_COMPARED = ("report_to", "logging_steps")
 # How the toy world is evaluated: sampled like the paper's training (the toy models are tiny, so
 # greedy decoding hides most of their errors); several samples per problem shrink the intervals.
 TOY_EVAL = {"limit": 300, "samples": 4, "decoding": Decoding(max_new_tokens=160, temperature=1.0, batch_size=64)}
@@ -67,11 +69,12 @@ def ensure_base(root: Path, seed: int = 0, on_step: Callable[[str], None] = lamb
 
 def ensure_stage(stage: int, out: Path, *, recipe: str, callbacks=None, **request) -> Path:
     """The stage run in `out`: reused when finished, resumed when started, trained otherwise. A run
-    there made with other settings than `request`'s overrides (another learning rate, seed, alpha,
-    ...) is an error, not silently reused or resumed with new ones."""
+    there made with other settings than the recipe's and `request`'s overrides (another learning
+    rate, seed, alpha, ...) is an error, not silently reused or resumed with new ones."""
     record = read_run_record(out) if out.exists() else None
     if record:
-        check_same_settings(out, record, request.get("overrides") or {})
+        asked = {k: v for k, v in load_recipe(recipe, stage).items() if k not in NOT_COMPARED}
+        check_same_settings(out, record, {**asked, **(request.get("overrides") or {})})
     if record and record.get("finished"):
         return out
     resume = last_complete_checkpoint(out) is not None or record is not None
@@ -80,12 +83,13 @@ def ensure_stage(stage: int, out: Path, *, recipe: str, callbacks=None, **reques
     return out
 
 
-def check_same_settings(out: Path, record: dict, overrides: dict) -> None:
-    """Refuse to reuse the run in `out` if its recorded config differs from `overrides`."""
+def check_same_settings(out: Path, record: dict, asked: dict) -> None:
+    """Refuse to reuse the run in `out` if its recorded config differs from the settings `asked`
+    (config fields; data keys and fields the config does not record are not compared)."""
     import math
 
     config = record.get("config") or {}
-    differs = [(k, config[k], v) for k, v in overrides.items() if k in config and v is not None and config[k] != v
+    differs = [(k, config[k], v) for k, v in asked.items() if k in config and v is not None and config[k] != v
                and not (isinstance(v, float) and isinstance(config[k], float) and math.isclose(config[k], v))]
     if differs:
         what = ", ".join(f"{k} {old} (asked for {new})" for k, old, new in differs)

@@ -247,19 +247,29 @@ def test_a_run_made_with_other_settings_is_refused_not_reused(tmp_path, monkeypa
     must not stand in for the run asked for, nor be resumed with new settings."""
     trained: list = []
     monkeypatch.setattr(demo, "run_stage", lambda req, callbacks=None: trained.append(req))
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("bench: toy\nlearning_rate: 1.0e-4\nreport_to: none\nlogging_steps: 5\n")
     out = tmp_path / "stage2"
     out.mkdir()
-    config = {"seed": 0, "max_steps": 40, "learning_rate": 1e-4, "alpha": 10.0}
+    config = {"seed": 0, "max_steps": 40, "learning_rate": 1e-4, "alpha": 10.0, "report_to": []}
     record = {"stage": 2, "finished": True, "config": config}
     (out / "score_run.json").write_text(json.dumps(record))
     same = {"seed": 0, "max_steps": 40, "learning_rate": 0.0001}
-    assert demo.ensure_stage(2, out, recipe="r.yaml", overrides=same) == out and not trained
+    assert demo.ensure_stage(2, out, recipe=str(recipe), overrides=same) == out and not trained
     with pytest.raises(demo.ScoreError, match=r"trained with learning_rate 0.0001 \(asked for 2.5e-05\): remove it"):
-        demo.ensure_stage(2, out, recipe="r.yaml", overrides={**same, "learning_rate": 2.5e-5})
+        demo.ensure_stage(2, out, recipe=str(recipe), overrides={**same, "learning_rate": 2.5e-5})
     record["finished"] = False  # a started run is not resumed with another alpha either
     (out / "score_run.json").write_text(json.dumps(record))
     with pytest.raises(demo.ScoreError, match=r"alpha 10.0 \(asked for 0.0\)"):
-        demo.ensure_stage(2, out, recipe="r.yaml", overrides={**same, "alpha": 0.0})
+        demo.ensure_stage(2, out, recipe=str(recipe), overrides={**same, "alpha": 0.0})
     assert not trained
-    demo.ensure_stage(2, out, recipe="r.yaml", overrides=same)  # same settings: resumed
+    demo.ensure_stage(2, out, recipe=str(recipe), overrides=same)  # same settings: resumed
     assert len(trained) == 1 and trained[0].resume
+    # the recipe counts as well as the overrides: a rate changed there is refused too (report_to is not compared)
+    record["finished"] = True
+    (out / "score_run.json").write_text(json.dumps(record))
+    recipe.write_text("bench: toy\nlearning_rate: 2.5e-5\nreport_to: none\n")
+    with pytest.raises(demo.ScoreError, match=r"learning_rate 0.0001 \(asked for 2.5e-05\)"):
+        demo.ensure_stage(2, out, recipe=str(recipe), overrides={"seed": 0})
+    recipe.write_text("bench: toy\nlearning_rate: 1.0e-4\nreport_to: tensorboard\n")
+    assert demo.ensure_stage(2, out, recipe=str(recipe), overrides={"seed": 0}) == out and len(trained) == 1
