@@ -73,8 +73,7 @@ def ensure_stage(stage: int, out: Path, *, recipe: str, callbacks=None, **reques
     rate, seed, alpha, ...) is an error, not silently reused or resumed with new ones."""
     record = read_run_record(out) if out.exists() else None
     if record:
-        asked = {k: v for k, v in load_recipe(recipe, stage).items() if k not in NOT_COMPARED}
-        check_same_settings(out, record, {**asked, **(request.get("overrides") or {})})
+        check_same_settings(out, record, {**load_recipe(recipe, stage), **(request.get("overrides") or {})})
     if record and record.get("finished"):
         return out
     resume = last_complete_checkpoint(out) is not None or record is not None
@@ -85,11 +84,12 @@ def ensure_stage(stage: int, out: Path, *, recipe: str, callbacks=None, **reques
 
 def check_same_settings(out: Path, record: dict, asked: dict) -> None:
     """Refuse to reuse the run in `out` if its recorded config differs from the settings `asked`
-    (config fields; data keys and fields the config does not record are not compared)."""
+    (config fields; data keys, fields the config does not record and `NOT_COMPARED` are not compared)."""
     import math
 
     config = record.get("config") or {}
-    differs = [(k, config[k], v) for k, v in asked.items() if k in config and v is not None and config[k] != v
+    differs = [(k, config[k], v) for k, v in asked.items()
+               if k in config and k not in NOT_COMPARED and v is not None and config[k] != v
                and not (isinstance(v, float) and isinstance(config[k], float) and math.isclose(config[k], v))]
     if differs:
         what = ", ".join(f"{k} {old} (asked for {new})" for k, old, new in differs)

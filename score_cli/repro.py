@@ -32,7 +32,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from score_cli.demo import ensure_base, ensure_eval, ensure_stage, recipe_path
+from score_cli.demo import check_same_settings, ensure_base, ensure_eval, ensure_stage, recipe_path
 from score_cli.errors import ScoreError
 from score_cli.files import atomic_write_json, atomic_write_text
 from score_cli.models import read_run_record
@@ -105,10 +105,15 @@ def run_method(method: str, base: Path, root: Path, seed: int, recipe: str, step
 
 
 def ensure_sft(out: Path, *, recipe: str, callbacks=None, **request) -> Path:
-    """A `score sft` run in `out`, reused when finished and resumed when started."""
+    """A `score sft` run in `out`, reused when finished and resumed when started; one made with other
+    settings (the recipe's top level, the method, the overrides) is an error, as in `ensure_stage`."""
     from score_cli.sft import SFTRequest, run_sft
+    from score_cli.train import read_recipe
 
     record = read_run_record(out) if out.exists() else None
+    if record:
+        asked = {**read_recipe(recipe)[0], **(request.get("overrides") or {}), "method": request.get("method")}
+        check_same_settings(out, record, asked)
     if record and record.get("finished"):
         return out
     run_sft(SFTRequest(recipe=recipe, output_dir=str(out), resume=record is not None, **request), callbacks=callbacks)

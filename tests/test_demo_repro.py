@@ -273,3 +273,20 @@ def test_a_run_made_with_other_settings_is_refused_not_reused(tmp_path, monkeypa
         demo.ensure_stage(2, out, recipe=str(recipe), overrides={"seed": 0})
     recipe.write_text("bench: toy\nlearning_rate: 1.0e-4\nreport_to: tensorboard\n")
     assert demo.ensure_stage(2, out, recipe=str(recipe), overrides={"seed": 0}) == out and len(trained) == 1
+
+
+def test_a_finished_sft_baseline_made_with_other_settings_is_refused(tmp_path, monkeypatch):
+    trained: list = []
+    monkeypatch.setattr("score_cli.sft.run_sft", lambda req, callbacks=None: trained.append(req))
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("bench: toy\nlearning_rate: 1.0e-4\nalpha: 10.0\nstage2:\n  learning_rate: 2.5e-5\n")
+    out = tmp_path / "star"
+    out.mkdir()
+    config = {"method": "star", "seed": 0, "max_steps": 60, "rounds": 2, "learning_rate": 1e-4}
+    (out / "score_run.json").write_text(json.dumps({"stage": "sft", "finished": True, "config": config}))
+    overrides = {"seed": 0, "max_steps": 60, "rounds": 2}  # alpha and the stage2 section: not SFT's, not compared
+    assert repro.ensure_sft(out, recipe=str(recipe), method="star", overrides=overrides) == out and not trained
+    with pytest.raises(repro.ScoreError, match=r"max_steps 60 \(asked for 40\)"):
+        repro.ensure_sft(out, recipe=str(recipe), method="star", overrides={**overrides, "max_steps": 40})
+    with pytest.raises(repro.ScoreError, match=r"method star \(asked for pair\)"):
+        repro.ensure_sft(out, recipe=str(recipe), method="pair", overrides=overrides)

@@ -151,6 +151,10 @@ def test_star_end_to_end_trains_on_the_kept_traces_and_the_output_loads_like_a_s
     assert record["stage"] == "sft" and record["method"] == "star" and record["finished"]
     assert record["base_model"] == str(tiny_model_dir)
     assert [r["problems"] for r in record["rounds"]] == [3, 3]
+    # what repro compares before reusing the run: the request's settings are the recorded ones
+    from score_cli.demo import check_same_settings
+
+    check_same_settings(out, record, {**req.overrides, "method": "star"})
     assert [(r["traces"], r["wrong_to_right"], r["right_to_right"], r["examples"]) for r in record["rounds"]] == \
         [(6, 3, 3, 6), (6, 3, 3, 6)]
     rows = [json.loads(line) for line in (out / "round-1" / SAMPLES_FILE).read_text().splitlines()]
