@@ -18,7 +18,7 @@ from score_cli.errors import ScoreError
 from score_cli.evaluate import METRICS_FILE, EvalConfig, evaluate
 from score_cli.models import read_run_record
 from score_cli.rollout import Decoding
-from score_cli.train import TrainRequest, last_complete_checkpoint, load_recipe, run_stage
+from score_cli.train import TrainRequest, build_config, last_complete_checkpoint, load_recipe, run_stage
 
 if TYPE_CHECKING:
     from score_cli.toy_model import ToyData
@@ -73,13 +73,33 @@ def ensure_stage(stage: int, out: Path, *, recipe: str, callbacks=None, **reques
     rate, seed, alpha, ...) is an error, not silently reused or resumed with new ones."""
     record = read_run_record(out) if out.exists() else None
     if record:
-        check_same_settings(out, record, {**load_recipe(recipe, stage), **(request.get("overrides") or {})})
+        asked = {**load_recipe(recipe, stage), **(request.get("overrides") or {})}
+        check_same_settings(out, record, as_configured(stage, asked, out))
     if record and record.get("finished"):
         return out
     resume = last_complete_checkpoint(out) is not None or record is not None
     run_stage(TrainRequest(stage=stage, recipe=recipe, output_dir=str(out), resume=resume, **request),
               callbacks=callbacks)
     return out
+
+
+def as_configured(stage: int, asked: dict, out: Path) -> dict:
+    """The config fields among `asked` as the stage's config resolves them (a single-turn run, for
+    one, takes no base-model first attempts whatever the recipe says), so that they compare with a
+    run record's; other keys (data, `NOT_COMPARED`) are left out."""
+    import json
+
+    from score_cli.config_options import config_fields
+
+    names = {f.name for f, _ in config_fields()} - set(NOT_COMPARED)
+    fields = {k: v for k, v in asked.items() if k in names}
+    quiet = logging.getLogger("score_cli.trainers")  # its notes on resolved fields come again when the run trains
+    level, _ = quiet.level, quiet.setLevel(logging.ERROR)
+    try:
+        resolved = json.loads(build_config(stage, fields, str(out), ref_model=None).to_json_string())
+    finally:
+        quiet.setLevel(level)
+    return {k: resolved.get(k, v) for k, v in fields.items()}
 
 
 def check_same_settings(out: Path, record: dict, asked: dict) -> None:

@@ -290,3 +290,18 @@ def test_a_finished_sft_baseline_made_with_other_settings_is_refused(tmp_path, m
         repro.ensure_sft(out, recipe=str(recipe), method="star", overrides={**overrides, "max_steps": 40})
     with pytest.raises(repro.ScoreError, match=r"method star \(asked for pair\)"):
         repro.ensure_sft(out, recipe=str(recipe), method="pair", overrides=overrides)
+
+
+def test_settings_the_config_resolves_compare_as_resolved(tmp_path, monkeypatch):
+    """A single-turn run records base_attempt_share 0 whatever the recipe's (the config drops it):
+    that is the same setting, not another, so repro reuses the run."""
+    monkeypatch.setattr(demo, "run_stage", lambda req, callbacks=None: pytest.fail("a finished run was retrained"))
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("bench: toy\nbase_attempt_share: 0.5\nlearning_rate: 1.0e-4\n")
+    out = tmp_path / "single-turn"
+    out.mkdir()
+    config = {"single_turn": True, "base_attempt_share": 0.0, "learning_rate": 1e-4, "seed": 0}
+    (out / "score_run.json").write_text(json.dumps({"stage": 2, "finished": True, "config": config}))
+    assert demo.ensure_stage(2, out, recipe=str(recipe), overrides={"seed": 0, "single_turn": True}) == out
+    with pytest.raises(demo.ScoreError, match=r"base_attempt_share 0.0 \(asked for 0.5\)"):  # not single-turn
+        demo.ensure_stage(2, out, recipe=str(recipe), overrides={"seed": 0})
