@@ -650,6 +650,7 @@ def repro_cmd(
     recipe: Annotated[str | None, typer.Option(
         help=r"The RL and SFT settings of every method \[default: recipes/toy.yaml].")] = None,
     learning_rate: Annotated[list[str] | None, typer.Option(
+        metavar="METHOD=LR",
         help="An RL method's own learning rate (Stage II's, or its one stage's) over the recipe's, as METHOD=LR; "
              "repeat for several, e.g. --learning-rate 'SCoRe=2.5e-5' --learning-rate 'single-turn RL=1e-4'.")] = None,
 ) -> None:
