@@ -94,7 +94,8 @@ def as_configured(stage: int, asked: dict, out: Path) -> dict:
     names = {f.name for f, _ in config_fields()} - set(NOT_COMPARED)
     fields = {k: v for k, v in asked.items() if k in names}
     quiet = logging.getLogger("score_cli.trainers")  # its notes on resolved fields come again when the run trains
-    level, _ = quiet.level, quiet.setLevel(logging.ERROR)
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
     try:
         resolved = json.loads(build_config(stage, fields, str(out), ref_model=None).to_json_string())
     finally:

@@ -108,11 +108,11 @@ def ensure_sft(out: Path, *, recipe: str, callbacks=None, **request) -> Path:
     """A `score sft` run in `out`, reused when finished and resumed when started; one made with other
     settings (the recipe's top level, the method, the overrides) is an error, as in `ensure_stage`."""
     from score_cli.sft import SFTRequest, run_sft
-    from score_cli.train import read_recipe
+    from score_cli.train import load_recipe
 
     record = read_run_record(out) if out.exists() else None
     if record:
-        asked = {**read_recipe(recipe)[0], **(request.get("overrides") or {}), "method": request.get("method")}
+        asked = {**load_recipe(recipe), **(request.get("overrides") or {}), "method": request.get("method")}
         check_same_settings(out, record, asked)
     if record and record.get("finished"):
         return out
@@ -170,9 +170,9 @@ def run_repro(root: str = "runs/repro", *, seeds: tuple[int, ...] = (0, 1, 2), b
         raise ScoreError("--data-json builds new bases and --base reuses one: give one of them")
     out = Path(root)
     recipe = recipe or recipe_path("toy.yaml")
-    from score_cli.train import read_recipe, stage_recipe
+    from score_cli.train import load_recipe
 
-    recipe_rate = stage_recipe(*read_recipe(recipe), 2).get("learning_rate")
+    recipe_rate = load_recipe(recipe, 2).get("learning_rate")
     used_rates = {m: rates.get(m, recipe_rate) for m in methods if m in RL_METHODS}
     if steps is None:  # the recipe's, Stage I's included unless given
         stage1, steps = recipe_steps(recipe)
