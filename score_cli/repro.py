@@ -48,8 +48,10 @@ METHODS = ("base", "single-turn RL", "Stage II only", "SCoRe (alpha=0)", "SCoRe"
 RL_METHODS = ("single-turn RL", "Stage II only", "SCoRe (alpha=0)", "SCoRe")
 # Each RL method's own learning rate where it is not the recipe's Stage II rate (for a one-stage method
 # its only stage's, for a two-stage one its Stage II's; Stage I is shared and keeps the recipe's),
-# so that a rate chosen for SCoRe is not a rate its ablations never had. Empty: all at the recipe's.
-METHOD_LEARNING_RATES: dict[str, float] = {}
+# so that a rate chosen for SCoRe is not a rate its ablations never had: each one-stage method's was
+# chosen on held-out training problems among 1e-4, 5e-5 and 2.5e-5 (docs/experiments.md, section 39);
+# SCoRe and SCoRe (alpha=0) take the recipe's Stage II rate (2.5e-5 in recipes/toy.yaml, section 38).
+METHOD_LEARNING_RATES: dict[str, float] = {"single-turn RL": 5e-5, "Stage II only": 5e-5}
 PROBLEMS_PER_STEP = 16  # recipes/toy.yaml: 64 sequences per step, 4 rollouts per problem
 # The paper's columns, then the conditional rates that say *how* attempt 2 changes: an independent
 # retry fixes about as many wrong answers as it breaks right ones, a copy neither, a self-corrector
@@ -214,7 +216,7 @@ def run_repro(root: str = "runs/repro", *, seeds: tuple[int, ...] = (0, 1, 2), b
                                              "per_seed": {m: {str(s): _values(v) for s, v in r.items()}
                                                           for m, r in results.items()}})
     atomic_write_text(out / "results.md", markdown_table(summary, seeds, steps, base_per_seed, selection, stage1_steps,
-                                                         used_rates if rates else None))
+                                                         used_rates))
     plot_accuracy(summary, out / "accuracy_per_attempt.png")
     plot_training(out, seeds, out / "training_curves.png", methods)
     return summary
@@ -260,7 +262,7 @@ def markdown_table(summary: dict, seeds, steps: int, base_per_seed: bool = True,
                  "band (score_cli/toy_selection.py); "
                  + ("rejected: " + "; ".join(f"seed {t['seed']} ({', '.join(t['why'])})" for t in rejected) + ".\n"
                     if rejected else "none rejected.\n"))
-    if rates:  # only when some method has its own
+    if rates:  # every RL method's, since they need not share the recipe's
         note += ("Learning rates (Stage II's, or the one stage's; Stage I's is the recipe's): "
                  + ", ".join(f"{m} {v:g}" if v else f"{m} the config's default" for m, v in rates.items()) + ".\n")
     return head + rows + note

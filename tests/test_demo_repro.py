@@ -61,7 +61,8 @@ def test_demo_trains_stage2_from_stage1_with_the_demo_steps(tmp_path, recorder):
     assert all(c["overrides"] == {} for c in recorder)
 
 
-def test_repro_runs_every_method_per_seed_with_equal_total_steps(tmp_path, recorder):
+def test_repro_runs_every_method_per_seed_with_equal_total_steps(tmp_path, recorder, monkeypatch):
+    monkeypatch.setattr(repro, "METHOD_LEARNING_RATES", {})  # the rates have their own test
     summary = repro.run_repro(str(tmp_path), seeds=(0, 1, 2), base_dir=str(tmp_path / "base"), steps=5)
     by_run = {(c["out"].parent.name, c["out"].name): c for c in recorder}
     assert len(by_run) == 3 * 8  # per seed: single-turn, stage2-only, stage1, 2 x stage2, 3 SFT runs
@@ -218,25 +219,30 @@ def test_repro_takes_stage_one_steps_from_the_recipe_unless_told(tmp_path, recor
     assert {c["out"].name: c["overrides"]["max_steps"] for c in recorder} == {"stage1": 3, "stage2": 3}
 
 
-def test_repro_trains_each_rl_method_at_its_own_learning_rate_and_says_so(tmp_path, recorder):
+def test_repro_trains_each_rl_method_at_its_own_learning_rate_and_says_so(tmp_path, recorder, monkeypatch):
     """A rate chosen for SCoRe's Stage II must not be one its ablations never had: each RL method takes
     its own (Stage II's, or its one stage's), Stage I and the SFT methods keep the recipe's."""
-    rates = {"SCoRe": 2.5e-5, "SCoRe (alpha=0)": 5e-5, "single-turn RL": 1e-4}
+    recipe = tmp_path / "toy.yaml"
+    recipe.write_text("bench: toy\nlearning_rate: 1.0e-4\nstage2:\n  learning_rate: 3.0e-5\n")
+    monkeypatch.setattr(repro, "recipe_path", lambda name: str(recipe))
+    monkeypatch.setattr(repro, "METHOD_LEARNING_RATES", {"single-turn RL": 7e-5, "Stage II only": 6e-5})
+    rates = {"SCoRe": 2.5e-5, "SCoRe (alpha=0)": 5e-5, "single-turn RL": 1e-4}  # over the defaults
     repro.run_repro(str(tmp_path), seeds=(0,), base_dir=str(tmp_path / "base"), steps=2, learning_rates=rates)
     by_run = {c["out"].name: c["overrides"] for c in recorder}
     assert by_run["stage2"]["learning_rate"] == 2.5e-5 and by_run["stage2-alpha0"]["learning_rate"] == 5e-5
-    assert by_run["single-turn"]["learning_rate"] == 1e-4
-    assert all("learning_rate" not in by_run[n] for n in ("stage2-only", "stage1", "pair-sft", "star", "stage1-star"))
+    assert by_run["single-turn"]["learning_rate"] == 1e-4 and by_run["stage2-only"]["learning_rate"] == 6e-5
+    assert all("learning_rate" not in by_run[n] for n in ("stage1", "pair-sft", "star", "stage1-star"))
     saved = json.loads((tmp_path / "results.json").read_text())
-    assert saved["learning_rates"] == {"single-turn RL": 1e-4, "Stage II only": 1e-4, "SCoRe (alpha=0)": 5e-5,
-                                       "SCoRe": 2.5e-5}  # Stage II only: the recipe's
+    assert saved["learning_rates"] == {"single-turn RL": 1e-4, "Stage II only": 6e-5, "SCoRe (alpha=0)": 5e-5,
+                                       "SCoRe": 2.5e-5}
     assert ("Learning rates (Stage II's, or the one stage's; Stage I's is the recipe's): single-turn RL 0.0001, "
-            "Stage II only 0.0001, SCoRe (alpha=0) 5e-05, SCoRe 2.5e-05.") in (tmp_path / "results.md").read_text()
-    recorder.clear()  # none asked for: no override, and the table does not mention rates
+            "Stage II only 6e-05, SCoRe (alpha=0) 5e-05, SCoRe 2.5e-05.") in (tmp_path / "results.md").read_text()
+    recorder.clear()  # none asked for and no default for SCoRe: no override, the recipe's Stage II rate, said so
     repro.run_repro(str(tmp_path / "plain"), seeds=(0,), base_dir=str(tmp_path / "base"), steps=2,
-                    methods=("SCoRe",))
+                    methods=("base", "SCoRe"))
     assert all("learning_rate" not in c["overrides"] for c in recorder)
-    assert "Learning rates" not in (tmp_path / "plain" / "results.md").read_text()
+    assert json.loads((tmp_path / "plain" / "results.json").read_text())["learning_rates"] == {"SCoRe": 3e-5}
+    assert "Stage I's is the recipe's): SCoRe 3e-05.\n" in (tmp_path / "plain" / "results.md").read_text()
     with pytest.raises(repro.ScoreError, match="'Pair-SFT', which is not an RL method"):
         repro.run_repro(str(tmp_path / "x"), seeds=(0,), base_dir=str(tmp_path / "base"),
                         learning_rates={"Pair-SFT": 1e-4})
