@@ -651,8 +651,10 @@ def repro_cmd(
         help=r"The RL and SFT settings of every method \[default: recipes/toy.yaml].")] = None,
     learning_rate: Annotated[list[str] | None, typer.Option(
         metavar="METHOD=LR",
-        help="An RL method's own learning rate (Stage II's, or its one stage's) over the recipe's, as METHOD=LR; "
-             "repeat for several, e.g. --learning-rate 'SCoRe=2.5e-5' --learning-rate 'single-turn RL=1e-4'.")] = None,
+        help="An RL method's own learning rate (Stage II's, or its one stage's), as METHOD=LR, over its default "
+             "(single-turn RL and Stage II only 5e-5, the others the recipe's Stage II rate: "
+             "score_cli/repro.py, METHOD_LEARNING_RATES); repeat for several, e.g. --learning-rate 'SCoRe=2.5e-5' "
+             "--learning-rate 'single-turn RL=1e-4'.")] = None,
 ) -> None:
     """The paper's comparison in the toy world: base, the RL ablations, SCoRe, and the SFT baselines."""
     from score_cli.repro import run_repro
